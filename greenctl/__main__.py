@@ -1,0 +1,3 @@
+from greenctl.cli import main
+
+main()

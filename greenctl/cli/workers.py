@@ -1,0 +1,86 @@
+"""Workers: `worker` runs one on this machine; `workers` lists the registered ones."""
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+
+import click
+import sqlalchemy as sa
+
+from greenctl.cli import common
+
+OFFLINE_AFTER_S = 60   # four missed heartbeats
+
+
+@click.command()
+@click.option("--queue", "queues", multiple=True, default=["default"], show_default=True,
+              help="Queue to consume; repeat for more. The first names this worker.")
+@click.option("--broker", help="Broker URL, e.g. redis://HOST:6379/0 (default: GREENCTL_BROKER_URL or embedded).")
+@click.option("--db", help="Database URL, e.g. postgresql://USER:PASSWORD@HOST/greenctl.")
+@click.option("--engine", "engines", multiple=True, type=click.Choice(["embedded", "ollama"]),
+              default=["embedded"], show_default=True, help="Engines this worker runs; repeat for both.")
+@click.option("--threads", type=click.IntRange(1, 256), help="CPU threads for inference (default: all cores).")
+@click.option("--cpu-watts", type=click.FloatRange(0.1, 2000), help="Force CPU power (W) instead of measuring.")
+@click.option("--ram-watts", type=click.FloatRange(0.1, 500), help="Force RAM power (W).")
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(queues, broker, db, engines, threads, cpu_watts, ram_watts, loglevel) -> None:
+    """Run a Celery worker on this machine: one inference at a time, energy per task."""
+    from shared.celery_app import configure
+    from worker import runtime
+
+    if broker:
+        os.environ["GREENCTL_BROKER_URL"] = broker
+    if db:
+        os.environ["GREENCTL_DATABASE_URL"] = db
+    db_url = common.database_url()
+    _, broker_url = common.urls(need_db=False)
+    app = configure(broker_url, db_url, common.settings())
+    options = runtime.WorkerOptions(queue=queues[0], threads=threads, engines=tuple(engines),
+                                    ollama_host=os.environ.get("OLLAMA_HOST"),
+                                    cpu_watts=cpu_watts, ram_watts=ram_watts,
+                                    lease_seconds=common.settings().lease_seconds)
+    rt = runtime.start(options, db_url)
+    click.echo(f"worker {rt.name}: profile {rt.hardware.profile}, energy {rt.meter.detail}, "
+               f"threads {options.threads}, queues {','.join(queues)}", err=True)
+    try:
+        app.worker_main(["worker", "--pool=solo", "-Q", ",".join(queues), f"--loglevel={loglevel}",
+                         "-n", f"greenctl-{queues[0]}@%h", "--without-gossip", "--without-mingle"])
+    finally:
+        runtime.stop()
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+def workers(as_json: bool) -> None:
+    """Registered workers, their hardware profile and whether they are online."""
+    from shared.db import session_scope
+    from shared.models import WorkerNode, utcnow
+
+    db = common.database_url()
+    with session_scope(db) as s:
+        nodes = s.execute(sa.select(WorkerNode).order_by(WorkerNode.id)).scalars().all()
+    now = utcnow()
+    rows = [{
+        "hostname": n.hostname, "queue": n.queue, "profile": n.hardware_profile,
+        "cpu": n.cpu_model, "cores": n.cores, "ram_gb": n.ram_gb, "gpu": n.gpu,
+        "energy_method": n.energy_method, "engines": n.engines, "threads": n.threads,
+        "online": now - n.last_heartbeat < timedelta(seconds=OFFLINE_AFTER_S),
+        "last_heartbeat": n.last_heartbeat.isoformat(),
+    } for n in nodes]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="workers", title_justify="left")
+    for col in ("hostname", "queue", "profile", "engines", "energy", "threads", "state", "last heartbeat"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["hostname"], r["queue"], r["profile"], ",".join(r["engines"]), r["energy_method"],
+                  str(r["threads"]), "online" if r["online"] else "offline", r["last_heartbeat"][:19])
+    Console().print(t)
+
+
+commands = [worker, workers]

@@ -1,0 +1,1 @@
+"""The scheduler: validates an experiment, expands it into tasks, records and enqueues them."""

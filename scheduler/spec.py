@@ -1,0 +1,192 @@
+"""The experiment file, as a pydantic model. Parsing has no side effects.
+
+Every error is turned into one line naming the field and the fix
+(`SpecError`), e.g. `models[0].variants: unknown quantization 'q3' ...`.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from worker.prompts import TEMPLATES
+
+EMBEDDED_VARIANTS = ("f16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "q4_k_m")
+MAX_TASKS = 10_000_000
+
+
+class SpecError(ValueError):
+    """A one-line, user-facing error about the experiment file."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Strict):
+    path: Path
+    text_column: str = "text"
+    label_column: str = "label"
+    labels: list[str] = Field(min_length=2)
+    sample: int | None = Field(default=None, ge=1, le=MAX_TASKS)
+    stratify: bool = True
+    seed: int = 42
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, v: list[str]) -> list[str]:
+        if len({x.strip().lower() for x in v}) != len(v) or any(not x.strip() for x in v):
+            raise ValueError("labels must be distinct, non-empty strings")
+        return v
+
+
+class PromptSpec(_Strict):
+    template: str = "label-only"
+    few_shot: int = Field(default=0, ge=0, le=20)
+    # label: decoding constrained to the label set; free: free text parsed afterwards.
+    output: Literal["label", "free"] = "label"
+
+    @field_validator("template")
+    @classmethod
+    def _known_template(cls, v: str) -> str:
+        if v not in TEMPLATES:
+            raise ValueError(f"unknown template {v!r}: use one of {', '.join(TEMPLATES)}")
+        return v
+
+
+class InferenceParams(_Strict):
+    max_tokens: int = Field(default=4, ge=1, le=4096)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.9, gt=0.0, le=1.0)
+    top_k: int = Field(default=50, ge=0, le=1000)
+    seed: int = Field(default=0, ge=0)
+    batch_size: int = Field(default=1, ge=1, le=256)
+    beam_size: int = Field(default=1, ge=1, le=16)
+
+
+class ModelSpec(_Strict):
+    name: str = Field(min_length=1)
+    engine: Literal["embedded", "ollama"]
+    variants: list[str] = Field(min_length=1)
+    baseline: str | None = None
+    params: InferenceParams = InferenceParams()
+    queue: str | None = None   # pins this model to a worker queue (default: placement.queue)
+
+    @model_validator(mode="after")
+    def _check_variants(self) -> "ModelSpec":
+        if len(set(self.variants)) != len(self.variants):
+            dup = next(v for v in self.variants if self.variants.count(v) > 1)
+            raise ValueError(f"variant {dup!r} is listed twice: list each variant once")
+        if self.engine == "embedded":
+            from worker.catalog import CATALOG
+            if self.name not in CATALOG:
+                raise ValueError(f"model {self.name!r} is not in the embedded catalog: "
+                                 f"use one of {', '.join(CATALOG)} (see `greenctl models list`)")
+            bad = [v for v in self.variants if v not in EMBEDDED_VARIANTS]
+            if bad:
+                raise ValueError(f"unknown quantization {bad[0]!r}: use one of {', '.join(EMBEDDED_VARIANTS)}")
+        if self.baseline is not None and self.baseline not in self.variants:
+            raise ValueError(f"baseline {self.baseline!r} is not one of the variants {self.variants}")
+        if self.engine == "embedded" and self.params.beam_size > 1:
+            raise ValueError("beam_size > 1 is not supported by the embedded engine: set beam_size: 1")
+        return self
+
+    @property
+    def baseline_variant(self) -> str:
+        return self.baseline or self.variants[0]
+
+
+class CarbonSpec(_Strict):
+    country_iso_code: str = Field(default="CAN", min_length=3, max_length=3)
+    # Forces the grid's carbon intensity instead of CodeCarbon's table for the country.
+    carbon_intensity_g_per_kwh: float | None = Field(default=None, gt=0, le=2000)
+    pue: float = Field(default=1.0, ge=1.0, le=3.0)
+
+
+class PlacementSpec(_Strict):
+    queue: str = Field(default="default", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+class ExperimentSpec(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    dataset: DatasetSpec
+    prompt: PromptSpec = PromptSpec()
+    models: list[ModelSpec] = Field(min_length=1)
+    carbon: CarbonSpec = CarbonSpec()
+    placement: PlacementSpec = PlacementSpec()
+    repeats: int = Field(default=1, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _unique_models(self) -> "ExperimentSpec":
+        seen = set()
+        for m in self.models:
+            for v in m.variants:
+                if (m.name, m.engine, v) in seen:
+                    raise ValueError(f"model {m.name!r} variant {v!r} appears twice: list it once")
+                seen.add((m.name, m.engine, v))
+        return self
+
+
+def _location(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "experiment"
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """Field names allowed at `loc`, for a did-you-mean on unknown keys."""
+    model: type[BaseModel] = ExperimentSpec
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        ann = model.model_fields[part].annotation
+        ann = getattr(ann, "__args__", (ann,))[0]
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+    return list(model.model_fields)
+
+
+def _one_line(error: dict) -> str:
+    loc, kind, msg = error["loc"], error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        where = _location(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(_fields_at(loc))}"
+        return f"{_location(loc)}: unknown key{' in ' + where if len(loc) > 1 else ''}: {hint}"
+    if kind == "missing":
+        return f"{_location(loc)}: required field is missing: add it"
+    msg = msg.removeprefix("Value error, ")
+    return f"{_location(loc)}: {msg}"
+
+
+def parse_spec(data: object, source: str = "experiment") -> ExperimentSpec:
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: the file must be a YAML mapping (name:, dataset:, models:, ...)")
+    try:
+        return ExperimentSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(f"{source}: {_one_line(exc.errors()[0])}") from None
+
+
+def load_spec(path: Path) -> ExperimentSpec:
+    """Read and validate an experiment file; relative dataset paths are relative to it."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such file: give the path of an experiment YAML file")
+    try:
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not UTF-8 text: save the experiment file as UTF-8") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    spec = parse_spec(data, str(path))
+    if not spec.dataset.path.is_absolute():
+        dataset = spec.dataset.model_copy(update={"path": (path.parent / spec.dataset.path).resolve()})
+        spec = spec.model_copy(update={"dataset": dataset})
+    return spec

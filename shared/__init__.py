@@ -1,0 +1,1 @@
+"""greenctl's common code: configuration, schema, database session, Celery app."""

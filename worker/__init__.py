@@ -1,0 +1,1 @@
+"""The inference worker: Celery tasks that run one classification each and record its cost."""

@@ -1,0 +1,120 @@
+"""The worker's reads and writes. Every write is idempotent: a redelivered task
+never makes a second result row, and a finished task is never run again."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+
+from shared.db import session_scope
+from shared.models import Experiment, Result, Task, TaskStatus, Variant, WorkerNode, utcnow
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed task with what is needed to run it."""
+    task_id: int
+    experiment_id: int
+    variant_id: int
+    text: str
+    label: str
+    attempt: int
+    model: str
+    engine: str
+    variant: str
+    params: dict
+    spec: dict
+
+
+def claim(db: str, task_id: int, worker: str, lease_s: int) -> Job | None:
+    """Mark the task running under a lease; None when it is finished or unknown."""
+    with session_scope(db) as s:
+        row = s.execute(
+            sa.update(Task)
+            .where(Task.id == task_id, Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING]))
+            .values(status=TaskStatus.RUNNING, attempts=Task.attempts + 1, worker=worker,
+                    lease_until=utcnow() + timedelta(seconds=lease_s), updated_at=utcnow())
+            .returning(Task.experiment_id, Task.variant_id, Task.text, Task.label, Task.attempts)
+        ).first()
+        if row is None:
+            return None
+        variant = s.get(Variant, row.variant_id)
+        experiment = s.get(Experiment, row.experiment_id)
+        if experiment.status == TaskStatus.QUEUED:
+            experiment.status = TaskStatus.RUNNING
+        return Job(task_id=task_id, experiment_id=row.experiment_id, variant_id=row.variant_id,
+                   text=row.text, label=row.label, attempt=row.attempts, model=variant.model,
+                   engine=variant.engine, variant=variant.variant, params=dict(variant.params),
+                   spec=dict(experiment.spec))
+
+
+def _finish_experiment_if_done(s, experiment_id: int) -> bool:
+    """Close the experiment when no task is left to run; True when this call closed it."""
+    open_tasks = s.execute(
+        sa.select(sa.func.count()).select_from(Task)
+        .where(Task.experiment_id == experiment_id,
+               Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING]))
+    ).scalar_one()
+    if open_tasks:
+        return False
+    closed = s.execute(
+        sa.update(Experiment)
+        .where(Experiment.id == experiment_id, Experiment.finished_at.is_(None))
+        .values(status=TaskStatus.DONE, finished_at=utcnow())
+    ).rowcount
+    return bool(closed)
+
+
+def write_result(db: str, result: dict) -> bool:
+    """Insert the result (once per task) and mark the task done.
+
+    Returns True when this write finished the experiment.
+    """
+    with session_scope(db) as s:
+        s.execute(insert(Result).values(**result).on_conflict_do_nothing(index_elements=["task_id"]))
+        s.execute(sa.update(Task).where(Task.id == result["task_id"])
+                  .values(status=TaskStatus.DONE, error=None, lease_until=None, updated_at=utcnow()))
+        return _finish_experiment_if_done(s, result["experiment_id"])
+
+
+def fail(db: str, task_id: int, experiment_id: int, reason: str) -> bool:
+    """Mark the task failed with a reason a person can act on (unless a result exists)."""
+    with session_scope(db) as s:
+        s.execute(sa.update(Task)
+                  .where(Task.id == task_id, Task.status != TaskStatus.DONE)
+                  .values(status=TaskStatus.FAILED, error=reason[:2000], lease_until=None,
+                          updated_at=utcnow()))
+        return _finish_experiment_if_done(s, experiment_id)
+
+
+def release(db: str, task_id: int, reason: str) -> None:
+    """Give the task back to the queue (a retry is on its way)."""
+    with session_scope(db) as s:
+        s.execute(sa.update(Task).where(Task.id == task_id, Task.status == TaskStatus.RUNNING)
+                  .values(status=TaskStatus.QUEUED, error=reason[:2000], lease_until=None,
+                          updated_at=utcnow()))
+
+
+def record_model_info(db: str, variant_id: int, info: dict) -> None:
+    with session_scope(db) as s:
+        s.execute(sa.update(Variant).where(Variant.id == variant_id, Variant.model_info.is_(None))
+                  .values(model_info=info))
+
+
+def register_worker(db: str, node: dict) -> None:
+    """Insert or refresh this worker's row (hostname, queue) with its hardware profile."""
+    with session_scope(db) as s:
+        values = node | {"last_heartbeat": utcnow(), "started_at": utcnow()}
+        stmt = insert(WorkerNode).values(**values)
+        s.execute(stmt.on_conflict_do_update(
+            constraint="uq_worker_host_queue",
+            set_={k: stmt.excluded[k] for k in values if k not in ("hostname", "queue")}))
+
+
+def heartbeat(db: str, hostname: str, queue: str) -> None:
+    with session_scope(db) as s:
+        s.execute(sa.update(WorkerNode)
+                  .where(WorkerNode.hostname == hostname, WorkerNode.queue == queue)
+                  .values(last_heartbeat=utcnow()))

@@ -1,0 +1,139 @@
+"""The inference task: one classification, its cost, one result row.
+
+Read `infer` as a checklist; each step is a named function. Arguments are
+JSON (a task id) and are validated here too, not only by the scheduler.
+"""
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.exc import OperationalError, InterfaceError
+
+from shared.celery_app import ESTIMATOR_QUEUE, INFER_TASK, REFIT_TASK, app
+from worker import runtime, store
+from worker.energy import EnergyReading, grid_intensity_kg_per_kwh
+from worker.engines import EngineError, Generation, InferenceRequest
+from worker.prompts import build_messages, parse_label
+
+log = logging.getLogger("greenctl.worker")
+
+ENGINE_RETRIES = 3
+DB_RETRY_MAX_S = 60
+
+
+def validate_task_id(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"task id must be a positive integer, got {value!r}")
+    return value
+
+
+def build_request(job: store.Job) -> InferenceRequest:
+    prompt = job.spec["prompt"]
+    labels = job.spec["dataset"]["labels"]
+    examples = [tuple(e) for e in job.spec.get("few_shot_examples", [])]
+    params = job.params
+    return InferenceRequest(
+        messages=build_messages(prompt["template"], job.text, labels, examples),
+        max_tokens=params["max_tokens"], temperature=params["temperature"],
+        top_p=params["top_p"], top_k=params["top_k"], seed=params["seed"],
+        choices=tuple(labels) if prompt.get("output", "label") == "label" else None,
+    )
+
+
+def carbon_of(rt: runtime.WorkerRuntime, job: store.Job) -> tuple[float, float]:
+    """(PUE, kg CO2e per kWh) of the job's experiment, looked up once per experiment."""
+    carbon = job.spec.get("carbon", {})
+    if job.experiment_id not in rt.intensity_by_experiment:
+        rt.intensity_by_experiment[job.experiment_id] = grid_intensity_kg_per_kwh(
+            carbon.get("country_iso_code", "CAN"), carbon.get("carbon_intensity_g_per_kwh"))
+    return float(carbon.get("pue", 1.0)), rt.intensity_by_experiment[job.experiment_id]
+
+
+def load_model(rt: runtime.WorkerRuntime, job: store.Job):
+    if job.engine not in rt.options.engines:
+        raise EngineError(f"this worker ({rt.name}) runs engines {list(rt.options.engines)}, "
+                          f"not {job.engine!r}: pin the model to a queue whose worker has it",
+                          retryable=False)
+    engine = rt.engine(job.engine)
+    info = engine.load(job.model, job.variant)
+    if job.variant_id not in rt.seen_variants:
+        store.record_model_info(rt.database_url, job.variant_id, dict(vars(info)))
+        rt.seen_variants.add(job.variant_id)
+    return engine
+
+
+def measure(rt: runtime.WorkerRuntime, job: store.Job, engine, request: InferenceRequest
+            ) -> tuple[Generation, EnergyReading]:
+    pue, intensity = carbon_of(rt, job)
+    rt.meter.begin(f"task-{job.task_id}")
+    try:
+        generation = engine.generate(request)
+    finally:
+        reading = rt.meter.end(pue, intensity)
+    return generation, reading
+
+
+def result_row(rt: runtime.WorkerRuntime, job: store.Job, request: InferenceRequest,
+               gen: Generation, energy: EnergyReading) -> dict:
+    labels = job.spec["dataset"]["labels"]
+    prediction = parse_label(gen.text, labels)
+    return dict(
+        task_id=job.task_id, experiment_id=job.experiment_id, variant_id=job.variant_id,
+        worker=rt.name, hardware_profile=rt.hardware.profile,
+        prediction=prediction, parse_ok=prediction is not None, raw_output=gen.text[:4000],
+        prompt_tokens=gen.prompt_tokens, prompt_tokens_uncached=gen.prompt_tokens_uncached,
+        output_tokens=gen.output_tokens, load_s=gen.load_s, prompt_s=gen.prompt_s,
+        decode_s=gen.decode_s, e2e_s=gen.e2e_s, threads=rt.options.threads,
+        energy_cpu_kwh=energy.cpu_kwh, energy_ram_kwh=energy.ram_kwh, energy_gpu_kwh=energy.gpu_kwh,
+        energy_kwh=energy.energy_kwh, co2_kg=energy.co2_kg, energy_method=energy.method,
+        energy_detail=energy.detail, carbon_intensity_kg_per_kwh=energy.carbon_intensity_kg_per_kwh,
+        pue=energy.pue,
+    )
+
+
+def on_experiment_finished(rt: runtime.WorkerRuntime) -> None:
+    """Let the estimator refit for this hardware profile (it decides if enough is new)."""
+    app.send_task(REFIT_TASK, args=[rt.hardware.profile], queue=ESTIMATOR_QUEUE)
+
+
+@app.task(name=INFER_TASK, bind=True, acks_late=True, max_retries=None)
+def infer(self, task_id: int) -> str:
+    task_id = validate_task_id(task_id)
+    rt = runtime.current()
+    try:
+        job = store.claim(rt.database_url, task_id, rt.name, rt.options.lease_seconds)
+        if job is None:
+            return "skipped: already finished"
+        if not job.text.strip():
+            finished = store.fail(rt.database_url, task_id, job.experiment_id,
+                                  "empty text: nothing to classify (fix or drop that row of the dataset)")
+            return _finished(rt, finished, "failed")
+        try:
+            request = build_request(job)
+            engine = load_model(rt, job)
+            generation, energy = measure(rt, job, engine, request)
+        except EngineError as exc:
+            if exc.retryable and self.request.retries < ENGINE_RETRIES:
+                store.release(rt.database_url, task_id, str(exc))
+                raise self.retry(countdown=2 ** self.request.retries * 5, exc=exc)
+            finished = store.fail(rt.database_url, task_id, job.experiment_id, str(exc))
+            return _finished(rt, finished, "failed")
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as exc:  # a bug must fail one task visibly, not hang the experiment
+            log.exception("task %s failed", task_id)
+            finished = store.fail(rt.database_url, task_id, job.experiment_id,
+                                  f"worker error ({type(exc).__name__}): {exc}")
+            return _finished(rt, finished, "failed")
+        finished = store.write_result(rt.database_url, result_row(rt, job, request, generation, energy))
+        return _finished(rt, finished, "done")
+    except (OperationalError, InterfaceError) as exc:
+        # Postgres is away: keep the message and try again later, never drop a measurement.
+        log.warning("database unavailable for task %s, retrying: %s", task_id, str(exc).splitlines()[0])
+        raise self.retry(countdown=min(DB_RETRY_MAX_S, 2 ** min(self.request.retries, 6)), exc=exc)
+
+
+def _finished(rt: runtime.WorkerRuntime, experiment_finished: bool, outcome: str) -> str:
+    if experiment_finished:
+        on_experiment_finished(rt)
+    return outcome
