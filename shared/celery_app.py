@@ -40,7 +40,7 @@ def celery_settings(broker_url: str, lease_seconds: int) -> dict:
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
         task_send_sent_event=True,
-        include=["worker.tasks"],
+        include=["worker.tasks", "estimator.tasks"],
     )
 
 

@@ -29,11 +29,16 @@ class Job:
 
 
 def claim(db: str, task_id: int, worker: str, lease_s: int) -> Job | None:
-    """Mark the task running under a lease; None when it is finished or unknown."""
+    """Mark the task running under a lease; None when it is finished, unknown or
+    being run by another worker."""
     with session_scope(db) as s:
         row = s.execute(
             sa.update(Task)
-            .where(Task.id == task_id, Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING]))
+            .where(Task.id == task_id,
+                   # queued, or running under a lease that expired (its worker died):
+                   # a duplicate message for a task another worker is running is ignored.
+                   sa.or_(Task.status == TaskStatus.QUEUED,
+                          sa.and_(Task.status == TaskStatus.RUNNING, Task.lease_until < utcnow())))
             .values(status=TaskStatus.RUNNING, attempts=Task.attempts + 1, worker=worker,
                     lease_until=utcnow() + timedelta(seconds=lease_s), updated_at=utcnow())
             .returning(Task.experiment_id, Task.variant_id, Task.text, Task.label, Task.attempts)

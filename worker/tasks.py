@@ -93,7 +93,8 @@ def result_row(rt: runtime.WorkerRuntime, job: store.Job, request: InferenceRequ
 
 def on_experiment_finished(rt: runtime.WorkerRuntime) -> None:
     """Let the estimator refit for this hardware profile (it decides if enough is new)."""
-    app.send_task(REFIT_TASK, args=[rt.hardware.profile], queue=ESTIMATOR_QUEUE)
+    app.send_task(REFIT_TASK, args=[rt.hardware.profile], kwargs={"force": True},
+                  queue=ESTIMATOR_QUEUE)
 
 
 @app.task(name=INFER_TASK, bind=True, acks_late=True, max_retries=None)

@@ -7,7 +7,8 @@ import click
 
 # Each module exposes `commands`: a list of click commands/groups to register.
 COMMAND_MODULES = [
-    "greenctl.cli.experiments",   # submit, status, report, demo
+    "greenctl.cli.experiments",   # submit, status, demo
+    "greenctl.cli.reports",       # report, compare, recommend
     "greenctl.cli.workers",       # worker, workers
     "greenctl.cli.models",        # models list|pull|quantize
     "greenctl.cli.estimator",     # estimate, estimator fit|validate|list

@@ -1,4 +1,4 @@
-"""Experiments: submit, status, report, demo."""
+"""Experiments: submit, status, demo."""
 from __future__ import annotations
 
 import json
@@ -114,26 +114,6 @@ def status(experiment_id: int | None, watch: bool, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("experiment_id", type=int)
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True, help="Output format.")
-def report(experiment_id: int, fmt: str) -> None:
-    """Accuracy, precision/recall/F1, energy and CO2 per inference, per variant."""
-    from greenctl.report import render
-    from greenctl.report.build import ReportError, build_report
-
-    db = common.database_url()
-    try:
-        data = build_report(db, experiment_id)
-    except ReportError as exc:
-        raise click.ClickException(str(exc)) from None
-    if fmt == "json":
-        click.echo(render.as_json(data))
-    else:
-        render.table(data)
-
-
-@click.command()
 @click.option("--samples", type=int, default=None, help="Samples per variant (default: the bundled file's).")
 @click.option("--timeout", type=float, default=600, show_default=True, help="Give up after this many seconds.")
 def demo(samples: int | None, timeout: float) -> None:
@@ -143,4 +123,4 @@ def demo(samples: int | None, timeout: float) -> None:
     run_demo(samples, timeout)
 
 
-commands = [submit, status, report, demo]
+commands = [submit, status, demo]
