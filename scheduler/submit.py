@@ -58,7 +58,9 @@ def enqueue_pending(db: str, app, experiment_id: int | None = None,
     with session_scope(db) as s:
         query = (sa.select(Task.id, Variant.queue).join(Variant, Variant.id == Task.variant_id)
                  .where(Task.status == TaskStatus.QUEUED, Task.enqueued_at.is_(None))
-                 .order_by(Task.variant_id, Task.id))
+                 # Variants interleaved sample by sample: a slow drift of the machine
+                 # (heat, other load) then hits every variant alike instead of the last one.
+                 .order_by(Task.sample_index, Task.repeat, Task.variant_id))
         if experiment_id is not None:
             query = query.where(Task.experiment_id == experiment_id)
         rows = s.execute(query).all()
@@ -82,3 +84,62 @@ def submit(db: str, app, spec: ExperimentSpec) -> int:
     experiment_id = write_experiment(db, spec, samples, examples)
     enqueue_pending(db, app, experiment_id)
     return experiment_id
+
+
+def enqueue_or_hand_off(db: str, app, experiment_id: int) -> tuple[str, int]:
+    """Enqueue an experiment's written tasks: handed to the scheduler service when
+    one is alive (it sends them in batches, so the caller returns at once), else
+    sent from this process. Returns (who enqueues: "scheduler" | "here", how many sent here)."""
+    from scheduler.tasks import ENQUEUE_TASK, last_seen
+    from shared.celery_app import SCHEDULER_QUEUE
+
+    if last_seen(app) is not None:
+        app.send_task(ENQUEUE_TASK, args=[experiment_id], queue=SCHEDULER_QUEUE)
+        return "scheduler", 0
+    return "here", enqueue_pending(db, app, experiment_id)
+
+
+class UnknownExperiment(LookupError):
+    pass
+
+
+def _experiment(s, experiment_id: int) -> Experiment:
+    experiment = s.get(Experiment, experiment_id, with_for_update=True)
+    if experiment is None:
+        raise UnknownExperiment(experiment_id)
+    return experiment
+
+
+def cancel_experiment(db: str, experiment_id: int) -> int:
+    """Queued and running tasks -> cancelled, and the experiment with them; how many.
+
+    Workers skip a cancelled task (claim takes only queued ones or expired
+    leases); an inference already running finishes and its result is kept.
+    """
+    with session_scope(db) as s:
+        experiment = _experiment(s, experiment_id)
+        n = s.execute(sa.update(Task)
+                      .where(Task.experiment_id == experiment_id,
+                             Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING]))
+                      .values(status=TaskStatus.CANCELLED, lease_until=None, updated_at=utcnow())
+                      ).rowcount
+        if n:
+            experiment.status = TaskStatus.CANCELLED
+            experiment.finished_at = utcnow()
+        return n
+
+
+def resume_experiment(db: str, experiment_id: int) -> int:
+    """Cancelled tasks -> queued and never sent, the experiment open again; how many.
+    The caller enqueues them (enqueue_or_hand_off)."""
+    with session_scope(db) as s:
+        experiment = _experiment(s, experiment_id)
+        n = s.execute(sa.update(Task)
+                      .where(Task.experiment_id == experiment_id, Task.status == TaskStatus.CANCELLED)
+                      .values(status=TaskStatus.QUEUED, enqueued_at=None, lease_until=None,
+                              error=None, updated_at=utcnow())
+                      ).rowcount
+        if n:
+            experiment.status = TaskStatus.QUEUED
+            experiment.finished_at = None
+        return n

@@ -18,7 +18,9 @@ def utcnow() -> datetime:
 
 
 def _json(nullable: bool = False) -> Any:
-    return Field(default=None if nullable else {}, sa_column=sa.Column(sa.JSON, nullable=nullable))
+    # none_as_null: a missing value is SQL NULL (not JSON null), so `IS NULL` finds it.
+    return Field(default=None if nullable else {},
+                 sa_column=sa.Column(sa.JSON(none_as_null=nullable), nullable=nullable))
 
 
 def _ts(nullable: bool = True) -> Any:

@@ -35,13 +35,14 @@ class EmbeddedEngine:
     name = "embedded"
 
     def __init__(self, threads: int | None = None, n_ctx: int = 2048,
-                 cache_dir: Path | None = None, max_loaded: int = 2):
+                 cache_dir: Path | None = None, max_loaded: int | None = None):
         from shared.config import Settings
 
         self.threads = threads or default_threads()
         self.n_ctx = n_ctx
         self.cache_dir = Path(cache_dir) if cache_dir else Settings.from_env().cache_dir
-        self.max_loaded = max_loaded
+        # Variants are interleaved per sample, so keep them all loaded (small models).
+        self.max_loaded = max_loaded or int(os.environ.get("GREENCTL_MAX_LOADED_MODELS", "4"))
         self._models: OrderedDict[tuple[str, str], _Loaded] = OrderedDict()
         self._current: _Loaded | None = None
         self._pending_load_s = 0.0
