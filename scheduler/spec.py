@@ -90,8 +90,12 @@ class ModelSpec(_Strict):
                 raise ValueError(f"unknown quantization {bad[0]!r}: use one of {', '.join(EMBEDDED_VARIANTS)}")
         if self.baseline is not None and self.baseline not in self.variants:
             raise ValueError(f"baseline {self.baseline!r} is not one of the variants {self.variants}")
-        if self.engine == "embedded" and self.params.beam_size > 1:
-            raise ValueError("beam_size > 1 is not supported by the embedded engine: set beam_size: 1")
+        if self.params.beam_size > 1:
+            raise ValueError(f"params.beam_size > 1 is not supported by the {self.engine} engine "
+                             "(neither llama.cpp's server nor Ollama does beam search): set beam_size: 1")
+        if self.params.batch_size > 1:
+            raise ValueError("params.batch_size > 1 is not supported: greenctl runs one sample per "
+                             "task so that energy is attributed per inference; set batch_size: 1")
         return self
 
     @property

@@ -14,6 +14,19 @@ from shared.config import Settings
 INFER_TASK = "greenctl.infer"
 REFIT_TASK = "greenctl.estimator.refit"
 ESTIMATOR_QUEUE = "estimator"
+SCHEDULER_QUEUE = "scheduler"
+RECONCILE_TASK = "greenctl.scheduler.reconcile"
+RECONCILE_SECONDS = 30.0
+
+# Celery beat, embedded in `greenctl scheduler`: Postgres is the truth, so every
+# RECONCILE_SECONDS the scheduler re-sends what the broker may have lost.
+BEAT_SCHEDULE = {
+    "greenctl-reconcile": {
+        "task": RECONCILE_TASK, "schedule": RECONCILE_SECONDS,
+        # A pass no one ran in time is dropped: the next one does the same work.
+        "options": {"queue": SCHEDULER_QUEUE, "expires": RECONCILE_SECONDS * 0.9},
+    },
+}
 
 app = Celery("greenctl")
 
@@ -40,7 +53,8 @@ def celery_settings(broker_url: str, lease_seconds: int) -> dict:
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
         task_send_sent_event=True,
-        include=["worker.tasks", "estimator.tasks"],
+        include=["worker.tasks", "estimator.tasks", "scheduler.tasks"],
+        beat_schedule=BEAT_SCHEDULE,
     )
 
 

@@ -105,6 +105,9 @@ class Result(SQLModel, table=True):
     energy_ram_kwh: float = 0.0
     energy_gpu_kwh: float = 0.0
     energy_kwh: float = 0.0
+    # The worker's idle power over this task's duration (from `greenctl worker --calibrate`),
+    # so reports can show net energy above idle next to gross; None when never calibrated.
+    idle_energy_kwh: float | None = None
     co2_kg: float = 0.0
     # How the energy was obtained: rapl | nvml | powermetrics | estimated | forced.
     energy_method: str

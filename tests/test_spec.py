@@ -48,6 +48,7 @@ def test_good_spec_has_defaults():
     ("models[0].params", {"temperature": -1}, "models[0].params.temperature: Input should be greater than or equal to 0"),
     ("models[0].params", {"max_tokens": 10**9}, "models[0].params.max_tokens: Input should be less than or equal to 4096"),
     ("models[0].params", {"beam_size": 4}, "beam_size > 1 is not supported by the embedded engine"),
+    ("models[0].params", {"batch_size": 8}, "batch_size > 1 is not supported"),
     ("dataset.sample", 0, "dataset.sample: Input should be greater than or equal to 1"),
     ("dataset.labels", ["positive"], "dataset.labels: List should have at least 2 items"),
     ("prompt", {"template": "fancy"}, "prompt.template: unknown template 'fancy'"),

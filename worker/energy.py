@@ -101,6 +101,16 @@ class EnergyMeter:
                              method=self.method, detail=self.detail,
                              carbon_intensity_kg_per_kwh=intensity_kg_per_kwh, pue=pue)
 
+    def idle_watts(self, seconds: float) -> float:
+        """Average power (W) of the machine over `seconds` of doing nothing."""
+        import time
+
+        self.begin("idle-calibration")
+        time.sleep(seconds)
+        data = self._tracker.stop_task()
+        kwh = float(data.cpu_energy) + float(data.ram_energy) + float(data.gpu_energy)
+        return kwh * 3.6e6 / max(float(data.duration), 1e-9)
+
     def close(self) -> None:
         try:
             self._tracker.stop()

@@ -45,6 +45,7 @@ class WorkerRuntime:
     database_url: str
     hardware: Hardware
     meter: object
+    idle_watts: float | None = None
     engines: dict = field(default_factory=dict)
     seen_variants: set = field(default_factory=set)
     intensity_by_experiment: dict = field(default_factory=dict)
@@ -112,6 +113,7 @@ def start(options: WorkerOptions, database_url: str) -> WorkerRuntime:
             "models": list(CATALOG) if "embedded" in options.engines else [],
             "threads": options.threads,
         })
+        rt.idle_watts = store.idle_watts(database_url, hardware.hostname)
         rt.start_heartbeat()
         _runtime = rt
         return rt

@@ -123,3 +123,18 @@ def heartbeat(db: str, hostname: str, queue: str) -> None:
         s.execute(sa.update(WorkerNode)
                   .where(WorkerNode.hostname == hostname, WorkerNode.queue == queue)
                   .values(last_heartbeat=utcnow()))
+
+
+def set_idle_watts(db: str, hostname: str, queue: str, watts: float) -> None:
+    with session_scope(db) as s:
+        s.execute(sa.update(WorkerNode)
+                  .where(WorkerNode.hostname == hostname, WorkerNode.queue == queue)
+                  .values(idle_watts=watts))
+
+
+def idle_watts(db: str, hostname: str) -> float | None:
+    """The newest idle calibration of this host (any queue), if one was made."""
+    with session_scope(db) as s:
+        return s.execute(sa.select(WorkerNode.idle_watts)
+                         .where(WorkerNode.hostname == hostname, WorkerNode.idle_watts.is_not(None))
+                         .order_by(WorkerNode.last_heartbeat.desc()).limit(1)).scalar()

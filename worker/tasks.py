@@ -86,6 +86,8 @@ def result_row(rt: runtime.WorkerRuntime, job: store.Job, request: InferenceRequ
         decode_s=gen.decode_s, e2e_s=gen.e2e_s, threads=rt.options.threads,
         energy_cpu_kwh=energy.cpu_kwh, energy_ram_kwh=energy.ram_kwh, energy_gpu_kwh=energy.gpu_kwh,
         energy_kwh=energy.energy_kwh, co2_kg=energy.co2_kg, energy_method=energy.method,
+        idle_energy_kwh=(None if rt.idle_watts is None
+                         else rt.idle_watts * energy.duration_s / 3.6e6 * energy.pue),
         energy_detail=energy.detail, carbon_intensity_kg_per_kwh=energy.carbon_intensity_kg_per_kwh,
         pue=energy.pue,
     )

@@ -21,10 +21,14 @@ OFFLINE_AFTER_S = 60   # four missed heartbeats
 @click.option("--engine", "engines", multiple=True, type=click.Choice(["embedded", "ollama"]),
               default=["embedded"], show_default=True, help="Engines this worker runs; repeat for both.")
 @click.option("--threads", type=click.IntRange(1, 256), help="CPU threads for inference (default: all cores).")
-@click.option("--cpu-watts", type=click.FloatRange(0.1, 2000), help="Force CPU power (W) instead of measuring.")
-@click.option("--ram-watts", type=click.FloatRange(0.1, 500), help="Force RAM power (W).")
+@click.option("--cpu-watts", type=click.FloatRange(0.1, 2000), help="CPU power at full load (W), scaled by CPU load; energy is then recorded as forced.")
+@click.option("--ram-watts", type=click.FloatRange(0.1, 500), help="RAM power (W), constant; recorded as forced.")
+@click.option("--calibrate", is_flag=True,
+              help="Measure this machine's idle power, store it for net-energy reports, and exit.")
+@click.option("--calibrate-seconds", type=click.FloatRange(2, 3600), default=30, show_default=True)
 @click.option("--loglevel", default="INFO", show_default=True)
-def worker(queues, broker, db, engines, threads, cpu_watts, ram_watts, loglevel) -> None:
+def worker(queues, broker, db, engines, threads, cpu_watts, ram_watts, calibrate, calibrate_seconds,
+           loglevel) -> None:
     """Run a Celery worker on this machine: one inference at a time, energy per task."""
     from shared.celery_app import configure
     from worker import runtime
@@ -43,6 +47,17 @@ def worker(queues, broker, db, engines, threads, cpu_watts, ram_watts, loglevel)
     rt = runtime.start(options, db_url)
     click.echo(f"worker {rt.name}: profile {rt.hardware.profile}, energy {rt.meter.detail}, "
                f"threads {options.threads}, queues {','.join(queues)}", err=True)
+    if calibrate:
+        from worker import store
+
+        try:
+            watts = rt.meter.idle_watts(calibrate_seconds)
+            store.set_idle_watts(db_url, rt.hardware.hostname, options.queue, watts)
+        finally:
+            runtime.stop()
+        click.echo(f"idle power of {rt.hardware.hostname}: {watts:.1f} W over {calibrate_seconds:.0f} s "
+                   f"({rt.meter.method}); later results record idle energy for net reports")
+        return
     try:
         app.worker_main(["worker", "--pool=solo", "-Q", ",".join(queues), f"--loglevel={loglevel}",
                          "-n", f"greenctl-{queues[0]}@%h", "--without-gossip", "--without-mingle"])

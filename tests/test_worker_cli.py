@@ -1,0 +1,31 @@
+"""`greenctl worker --calibrate` and `greenctl workers` against a real Postgres."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from tests.processes import base_env, greenctl, greenctl_json
+
+
+def test_calibrate_stores_idle_power_and_workers_lists_the_host(tmp_path, fresh_db_url):
+    env = base_env(GREENCTL_DATABASE_URL=fresh_db_url, GREENCTL_BROKER_URL="redis://127.0.0.1:6379/9",
+                   GREENCTL_STATE_DIR=str(tmp_path))
+    out = greenctl(["worker", "--queue", "laptop-anna", "--calibrate", "--calibrate-seconds", "2"], env)
+    assert "idle power of" in out.stdout and " W over 2 s" in out.stdout
+    with sa.create_engine(fresh_db_url).connect() as conn:
+        watts = conn.execute(sa.text("SELECT idle_watts FROM worker_node WHERE queue = 'laptop-anna'")).scalar()
+    assert watts > 0
+    (node,) = greenctl_json(["workers", "--json"], env)
+    assert node["queue"] == "laptop-anna" and node["online"] is True
+    assert node["energy_method"] in {"estimated", "rapl", "powermetrics", "forced"}
+    assert node["engines"] == ["embedded"] and node["profile"]
+
+
+def test_forced_watts_are_recorded_as_forced(tmp_path, fresh_db_url):
+    env = base_env(GREENCTL_DATABASE_URL=fresh_db_url, GREENCTL_BROKER_URL="redis://127.0.0.1:6379/9",
+                   GREENCTL_STATE_DIR=str(tmp_path))
+    out = greenctl(["worker", "--queue", "forced", "--cpu-watts", "15", "--ram-watts", "3",
+                    "--calibrate", "--calibrate-seconds", "2"], env)
+    assert "(forced)" in out.stdout
+    watts = float(out.stdout.split("idle power of")[1].split(":")[1].split("W")[0])
+    # CodeCarbon scales the forced CPU watts (power at full load) by the CPU load; RAM is constant.
+    assert 3 < watts < 18
