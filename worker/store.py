@@ -2,14 +2,39 @@
 never makes a second result row, and a finished task is never run again."""
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Callable, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from shared.db import session_scope
 from shared.models import Experiment, Result, Task, TaskStatus, Variant, WorkerNode, utcnow
+
+log = logging.getLogger("greenctl.worker")
+T = TypeVar("T")
+DB_DOWN = (sa.exc.OperationalError, sa.exc.InterfaceError)
+
+
+def with_db_retry(write: Callable[..., T], *args, give_up_after_s: float = 900.0) -> T:
+    """Run `write`, retrying with exponential backoff while Postgres is unreachable.
+
+    A measurement already cost energy: while the database is away the worker
+    holds it (and its unacked message) instead of dropping it.
+    """
+    delay, deadline = 0.5, time.monotonic() + give_up_after_s
+    while True:
+        try:
+            return write(*args)
+        except DB_DOWN as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unavailable (%s); retrying in %.1f s", str(exc).splitlines()[0], delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 @dataclass(frozen=True)

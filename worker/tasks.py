@@ -128,7 +128,8 @@ def infer(self, task_id: int) -> str:
             finished = store.fail(rt.database_url, task_id, job.experiment_id,
                                   f"worker error ({type(exc).__name__}): {exc}")
             return _finished(rt, finished, "failed")
-        finished = store.write_result(rt.database_url, result_row(rt, job, request, generation, energy))
+        finished = store.with_db_retry(store.write_result, rt.database_url,
+                                       result_row(rt, job, request, generation, energy))
         return _finished(rt, finished, "done")
     except (OperationalError, InterfaceError) as exc:
         # Postgres is away: keep the message and try again later, never drop a measurement.
