@@ -1,29 +1,132 @@
-"""Reports: report (compare and recommend to come)."""
+"""Reports: report, compare, recommend. Reading rows and writing files happen
+here; what the reports say is decided in greenctl.report."""
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import click
 
 from greenctl.cli import common
 
+FORMATS = ("table", "json", "csv", "md", "html", "png")
+
+
+def _build(db: str, experiment_id: int) -> dict:
+    from greenctl.report.build import ReportError, build_report
+
+    try:
+        return build_report(db, experiment_id)
+    except ReportError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _wide_console():
+    from rich.console import Console
+
+    console = Console()
+    # Piped output has no width: give wide tables room instead of 80 columns.
+    return console if console.is_terminal else Console(width=160)
+
+
+def _write(path: Path, data: str | bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data) if isinstance(data, bytes) else path.write_text(data, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"--output: cannot write {path}: {exc.strerror}") from None
+
+
+def _text(data: dict, fmt: str) -> str:
+    from greenctl.report import export, render
+
+    if fmt == "json":
+        return render.as_json(data) + "\n"
+    if fmt == "csv":
+        return export.as_csv(data)
+    if fmt == "md":
+        return export.as_markdown(data)
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    render.table(data, Console(file=buf, width=100))   # not a terminal: plain text, no colour codes
+    return buf.getvalue()
+
 
 @click.command()
 @click.argument("experiment_id", type=int)
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True, help="Output format.")
-def report(experiment_id: int, fmt: str) -> None:
-    """Accuracy, precision/recall/F1, energy and CO2 per inference, per variant."""
-    from greenctl.report import render
-    from greenctl.report.build import ReportError, build_report
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="table/json/csv/md print to stdout (or --output); html writes one self-contained file, "
+                   "png a directory of figures.")
+@click.option("--output", "-o", type=click.Path(path_type=Path),
+              help="Where to write: a file (html default: report-ID.html here), or a directory for png "
+                   "(default: report-ID-figures).")
+def report(experiment_id: int, fmt: str, output: Path | None) -> None:
+    """Accuracy, precision/recall/F1, energy and CO2 per inference, per variant (finished tasks only)."""
+    from greenctl.report import figures, html_page, render
+
+    data = _build(common.database_url(), experiment_id)
+    if fmt == "html":
+        path = output or Path(f"report-{experiment_id}.html")
+        pngs = figures.all_figures(data)
+        _write(path, html_page.page(data, pngs))
+        click.echo(f"wrote {path} ({len(pngs)} figures embedded)")
+    elif fmt == "png":
+        folder = output or Path(f"report-{experiment_id}-figures")
+        for name, png in figures.all_figures(data).items():
+            _write(folder / f"{name}.png", png)
+            click.echo(f"wrote {folder / f'{name}.png'}")
+    elif output is not None:
+        _write(output, _text(data, fmt))
+        click.echo(f"wrote {output}")
+    elif fmt == "table":
+        render.table(data)
+    else:
+        click.echo(_text(data, fmt), nl=False)
+
+
+@click.command()
+@click.argument("experiment_ids", type=int, nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def compare(experiment_ids: tuple[int, ...], as_json: bool) -> None:
+    """The same model and variant across experiments (or machines) side by side."""
+    from greenctl.report import compare as comparing
 
     db = common.database_url()
-    try:
-        data = build_report(db, experiment_id)
-    except ReportError as exc:
-        raise click.ClickException(str(exc)) from None
-    if fmt == "json":
-        click.echo(render.as_json(data))
-    else:
-        render.table(data)
+    data = comparing.comparison([_build(db, i) for i in experiment_ids])
+    if as_json:
+        click.echo(json.dumps(data, default=str))
+        return
+    console = _wide_console()
+    console.print(comparing.table(data))
+    missing = comparing.not_run(data)
+    if missing:
+        console.print(f"No finished task in these experiments: {', '.join(missing)}", highlight=False)
 
 
-commands = [report]
+@click.command()
+@click.argument("experiment_id", type=int)
+@click.option("--min-f1", type=click.FloatRange(0.0, 1.0), required=True, help="The F1 a variant must reach, e.g. 0.6.")
+@click.option("--metric", type=click.Choice(["f1_weighted", "f1_macro"]), default="f1_weighted", show_default=True,
+              help="Which F1 the floor applies to.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def recommend(experiment_id: int, min_f1: float, metric: str, as_json: bool) -> None:
+    """The variant with the least CO2 per inference whose F1 meets --min-f1 (measured rows;
+    the estimator's CO2 for variants not measured yet, labelled as such)."""
+    from greenctl.report import estimates, recommend as ranking
+
+    db = common.database_url()
+    data = _build(db, experiment_id)
+    result = ranking.recommend(data, estimates.estimate_unmeasured(db, data), metric, min_f1)
+    if as_json:
+        click.echo(json.dumps(result, default=str))
+        return
+    console = _wide_console()
+    for line in ranking.verdict_lines(result):
+        console.print(line, highlight=False)
+    console.print(ranking.table(result))
+
+
+commands = [report, compare, recommend]

@@ -1,13 +1,31 @@
-"""The report of one experiment, from stored rows (finished tasks only)."""
+"""The report of one experiment, from stored rows (finished tasks only).
+
+`build_report` is the only function here that reads the database; the rest
+assembles the report dict from the rows it read, without I/O. The dict is the
+JSON contract of issue 2 ("Report contract"), extended: keys are only ever
+added, never renamed or removed.
+"""
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
 from greenctl.report import metrics
 from shared.db import session_scope
 from shared.models import Experiment, Result, Task, TaskStatus, Variant
+
+# Energy methods a worker records (worker/energy.py). Only the first three read
+# a power meter; the report says so wherever energy is shown.
+MEASURED_METHODS = ("rapl", "nvml", "powermetrics")
+METHOD_NOTES = {
+    "rapl": "measured: CPU energy counters (RAPL)",
+    "nvml": "measured: GPU energy counters (NVML)",
+    "powermetrics": "measured: macOS powermetrics",
+    "estimated": "estimate, not a measurement: CodeCarbon's TDP x CPU-load model",
+    "forced": "estimate, not a measurement: CPU power fixed by the operator, times task time",
+}
 
 
 class ReportError(Exception):
@@ -25,17 +43,18 @@ def experiment_summary(s, experiment: Experiment) -> dict:
         "n_failed": counts.get(TaskStatus.FAILED, 0),
         "n_running": counts.get(TaskStatus.RUNNING, 0),
         "n_queued": counts.get(TaskStatus.QUEUED, 0),
+        "n_cancelled": counts.get(TaskStatus.CANCELLED, 0),
         "created_at": experiment.created_at.isoformat(),
         "finished_at": experiment.finished_at.isoformat() if experiment.finished_at else None,
     }
 
 
-def variant_report(s, variant: Variant, labels: list[str]) -> dict:
-    rows = s.execute(
-        sa.select(Task.label, Result).join(Result, Result.task_id == Task.id)
-        .where(Task.variant_id == variant.id).order_by(Task.id)).all()
-    n_failed = s.execute(sa.select(sa.func.count()).select_from(Task).where(
-        Task.variant_id == variant.id, Task.status == TaskStatus.FAILED)).scalar_one()
+def _mean(xs: list[float]) -> float | None:
+    return float(sum(xs) / len(xs)) if xs else None
+
+
+def variant_report(variant: Variant, labels: list[str], rows: list[tuple[str, Result]], n_failed: int) -> dict:
+    """One variant's row of the report; rows are (true label, result) of its finished tasks."""
     results = [r for _, r in rows]
     y_true = [label for label, _ in rows]
     y_pred = [r.prediction for r in results]
@@ -43,10 +62,10 @@ def variant_report(s, variant: Variant, labels: list[str]) -> dict:
     co2 = metrics.mean_ci95([r.co2_kg for r in results])
     latency = metrics.mean_ci95([r.e2e_s for r in results])
     methods = Counter(r.energy_method for r in results)
-    mean = lambda xs: float(sum(xs) / len(xs)) if xs else None  # noqa: E731
     return {
         "model": variant.model, "variant": variant.variant, "engine": variant.engine,
         "is_baseline": variant.is_baseline, "queue": variant.queue,
+        "status": "measured" if results else "not measured",
         "n": len(results), "n_failed": n_failed,
         "n_unparsed": sum(1 for p in y_pred if p is None),
         **metrics.classification(y_true, y_pred, labels),
@@ -56,31 +75,88 @@ def variant_report(s, variant: Variant, labels: list[str]) -> dict:
         "co2_kg_ci95": [co2[1], co2[2]],
         "latency_s_mean": latency[0],
         "latency_s_ci95": [latency[1], latency[2]],
-        "prompt_s_mean": mean([r.prompt_s for r in results]),
-        "decode_s_mean": mean([r.decode_s for r in results]),
-        "prompt_tokens_mean": mean([r.prompt_tokens for r in results]),
-        "prompt_tokens_uncached_mean": mean([r.prompt_tokens_uncached for r in results]),
-        "output_tokens_mean": mean([r.output_tokens for r in results]),
+        "prompt_s_mean": _mean([r.prompt_s for r in results]),
+        "decode_s_mean": _mean([r.decode_s for r in results]),
+        "prompt_tokens_mean": _mean([r.prompt_tokens for r in results]),
+        "prompt_tokens_uncached_mean": _mean([r.prompt_tokens_uncached for r in results]),
+        "output_tokens_mean": _mean([r.output_tokens for r in results]),
         "energy_kwh_total": float(sum(r.energy_kwh for r in results)),
         "co2_kg_total": float(sum(r.co2_kg for r in results)),
+        "energy_split": metrics.energy_split([(r.energy_kwh, r.prompt_s, r.decode_s, r.e2e_s) for r in results]),
         "energy_method": "+".join(sorted(methods)) if methods else None,
+        "energy_measured": bool(methods) and all(m in MEASURED_METHODS for m in methods),
         "energy_detail": sorted({r.energy_detail for r in results}),
+        "carbon_intensity_kg_per_kwh": _mean([r.carbon_intensity_kg_per_kwh for r in results]),
+        "pue": _mean([r.pue for r in results]),
+        "hardware_profiles": sorted({r.hardware_profile for r in results if r.hardware_profile}),
+        "params": dict(variant.params or {}),
         "model_info": variant.model_info,
         "confusion": metrics.confusion(y_true, y_pred, labels),
+        "by_machine": by_machine(rows, labels),
     }
 
 
+def by_machine(rows: list[tuple[str, Result]], labels: list[str]) -> list[dict]:
+    """The variant's quality and cost per hardware profile, for `compare` across machines."""
+    groups: dict[str, list[tuple[str, Result]]] = defaultdict(list)
+    for label, r in rows:
+        groups[r.hardware_profile or "unknown"].append((label, r))
+    out = []
+    for profile, group in sorted(groups.items()):
+        quality = metrics.classification([label for label, _ in group], [r.prediction for _, r in group], labels)
+        out.append({"hardware_profile": profile, "n": len(group),
+                    "workers": sorted({r.worker for _, r in group}),
+                    "accuracy": quality["accuracy"], "f1_weighted": quality["f1_weighted"],
+                    "f1_macro": quality["f1_macro"],
+                    "energy_kwh_per_inference": _mean([r.energy_kwh for _, r in group]),
+                    "co2_kg_per_inference": _mean([r.co2_kg for _, r in group]),
+                    "latency_s_mean": _mean([r.e2e_s for _, r in group]),
+                    "energy_method": "+".join(sorted({r.energy_method for _, r in group}))})
+    return out
+
+
 def with_baseline_deltas(variants: list[dict]) -> list[dict]:
-    """Relative change of CO2 and F1 against the baseline variant of the same model."""
+    """Relative change of CO2 and energy, absolute change of F1, against the baseline variant of the same model."""
     baselines = {(v["model"], v["engine"]): v for v in variants if v["is_baseline"]}
     for v in variants:
         base = baselines.get((v["model"], v["engine"]))
         v["co2_change_vs_baseline"] = metrics.relative_change(
             v["co2_kg_per_inference"], base and base["co2_kg_per_inference"])
-        v["f1_weighted_change_vs_baseline"] = (
-            None if base is None or v["f1_weighted"] is None or base["f1_weighted"] is None
-            else v["f1_weighted"] - base["f1_weighted"])
+        v["energy_change_vs_baseline"] = metrics.relative_change(
+            v["energy_kwh_per_inference"], base and base["energy_kwh_per_inference"])
+        for f1 in ("f1_weighted", "f1_macro"):
+            v[f"{f1}_change_vs_baseline"] = (
+                None if base is None or v[f1] is None or base[f1] is None else v[f1] - base[f1])
     return variants
+
+
+def with_pareto_front(variants: list[dict]) -> list[dict]:
+    """Mark the variants no other variant beats on both CO2 per inference and weighted F1."""
+    front = metrics.pareto_front([(v["co2_kg_per_inference"], v["f1_weighted"]) for v in variants])
+    for v, on_front in zip(variants, front):
+        v["on_pareto_front"] = on_front
+    return variants
+
+
+def method_notes(variants: list[dict]) -> dict[str, str]:
+    """What each energy method used in the report means: measured, or an estimate."""
+    used = {m for v in variants for m in (v["energy_method"] or "").split("+") if m}
+    return {m: METHOD_NOTES.get(m, "unknown method: treat as an estimate") for m in sorted(used)}
+
+
+def totals(results: list[Result]) -> dict:
+    """Energy, CO2, inference time, wall time (first task start to last task end) and worker hours."""
+    spans = [(r.worker, r.created_at.timestamp() - r.e2e_s, r.created_at.timestamp()) for r in results]
+    busy = metrics.busy_spans(spans)
+    return {
+        "energy_kwh": float(sum(r.energy_kwh for r in results)),
+        "co2_kg": float(sum(r.co2_kg for r in results)),
+        "inference_s": float(sum(r.e2e_s for r in results)),
+        "wall_s": (max(e for _, _, e in spans) - min(s for _, s, _ in spans)) if spans else 0.0,
+        # Each worker counts from its first task's start to its last task's end on this experiment.
+        "worker_hours": sum(busy.values()) / 3600.0,
+        "workers": sorted(busy),
+    }
 
 
 def build_report(db: str, experiment_id: int) -> dict:
@@ -92,18 +168,24 @@ def build_report(db: str, experiment_id: int) -> dict:
         variants = s.execute(sa.select(Variant).where(Variant.experiment_id == experiment_id)
                              .order_by(Variant.id)).scalars().all()
         summary = experiment_summary(s, experiment)
-        rows = [variant_report(s, v, labels) for v in variants]
-        totals = s.execute(sa.select(sa.func.coalesce(sa.func.sum(Result.energy_kwh), 0.0),
-                                     sa.func.coalesce(sa.func.sum(Result.co2_kg), 0.0),
-                                     sa.func.coalesce(sa.func.sum(Result.e2e_s), 0.0),
-                                     sa.func.min(Result.created_at), sa.func.max(Result.created_at))
-                           .where(Result.experiment_id == experiment_id)).one()
+        # A result exists only for a task that finished (the worker writes both in one transaction).
+        rows = s.execute(sa.select(Task.variant_id, Task.label, Result).join(Result, Result.task_id == Task.id)
+                         .where(Task.experiment_id == experiment_id).order_by(Task.id)).all()
+        failed = dict(s.execute(sa.select(Task.variant_id, sa.func.count())
+                                .where(Task.experiment_id == experiment_id, Task.status == TaskStatus.FAILED)
+                                .group_by(Task.variant_id)).all())
+    by_variant: dict[int, list[tuple[str, Result]]] = defaultdict(list)
+    for variant_id, label, result in rows:
+        by_variant[variant_id].append((label, result))
+    # Queued, running and cancelled tasks have no result: a report without them is partial.
     summary["partial"] = summary["n_done"] + summary["n_failed"] < summary["n_tasks"]
+    variant_rows = [variant_report(v, labels, by_variant[v.id], failed.get(v.id, 0)) for v in variants]
     return {
         "experiment": summary,
-        "variants": with_baseline_deltas(rows),
-        "totals": {"energy_kwh": float(totals[0]), "co2_kg": float(totals[1]),
-                   "inference_s": float(totals[2]),
-                   "wall_s": (totals[4] - totals[3]).total_seconds() if totals[3] else 0.0},
+        "variants": with_pareto_front(with_baseline_deltas(variant_rows)),
+        "totals": totals([r for _, _, r in rows]),
         "labels": labels,
+        "energy_methods": method_notes(variant_rows),
+        "carbon": experiment.spec.get("carbon", {}),
+        "generated_at": datetime.now(timezone.utc).isoformat(),
     }

@@ -54,3 +54,45 @@ def relative_change(value: float | None, baseline: float | None) -> float | None
     if value is None or baseline in (None, 0):
         return None
     return (value - baseline) / baseline
+
+
+def pareto_front(points: Sequence[tuple[float | None, float | None]]) -> list[bool]:
+    """Which (cost, quality) points no other point beats: True when no point has
+    cost <= and quality >= with one of them strictly better. Points with a None
+    are never on the front (they cannot be compared)."""
+    known = [(i, c, q) for i, (c, q) in enumerate(points) if c is not None and q is not None]
+    front = [False] * len(points)
+    for i, c, q in known:
+        front[i] = not any((c2 <= c and q2 >= q) and (c2 < c or q2 > q) for _, c2, q2 in known)
+    return front
+
+
+def energy_split(rows: Sequence[tuple[float, float, float, float]]) -> dict | None:
+    """Mean energy per inference (kWh) split into prompt, decode and other, in
+    proportion to time: rows are (energy_kwh, prompt_s, decode_s, e2e_s).
+
+    The meter measures a whole task, not its phases, so this split is an
+    ESTIMATE (it assumes the same power in both phases); "other" is the rest of
+    the task (model load, tokenization, the meter's own overhead). None when no
+    row has phase timings.
+    """
+    timed = [(e, p, d, max(t, p + d)) for e, p, d, t in rows if p + d > 0]
+    if not timed:
+        return None
+    prompt = [e * p / t for e, p, d, t in timed]
+    decode = [e * d / t for e, p, d, t in timed]
+    other = [e - pe - de for (e, *_), pe, de in zip(timed, prompt, decode)]
+    n = len(timed)
+    return {"prompt_kwh_per_inference": sum(prompt) / n, "decode_kwh_per_inference": sum(decode) / n,
+            "other_kwh_per_inference": sum(other) / n, "n": n,
+            "basis": "estimate: each task's measured energy split in proportion to its prompt and decode time"}
+
+
+def busy_spans(rows: Sequence[tuple[str, float, float]]) -> dict[str, float]:
+    """Seconds each worker spent on the experiment, first start to last end:
+    rows are (worker, start, end) in seconds on one clock."""
+    spans: dict[str, tuple[float, float]] = {}
+    for worker, start, end in rows:
+        lo, hi = spans.get(worker, (start, end))
+        spans[worker] = (min(lo, start), max(hi, end))
+    return {w: hi - lo for w, (lo, hi) in spans.items()}

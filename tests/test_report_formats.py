@@ -1,0 +1,191 @@
+"""`greenctl report ID` in every format agrees with a fresh scikit-learn
+computation over the stored rows of a three-variant experiment (real Postgres,
+rows written as a worker writes them; no model runs)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from greenctl.cli import main
+from report_fixtures import (LABELS, UNIT_FACTORS, expected_metrics, failed_counts, seed_experiment,
+                             stored_rows)
+
+VARIANTS = ("f16", "q8_0", "q4_0")
+SCORES = ("accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "precision_macro", "recall_macro",
+          "f1_macro")
+# What a reader sees is rounded: scores to 2 decimals, the rest to 3 significant digits.
+SCORE_ABS, SIG3_REL = 0.005 + 1e-9, 6e-3
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    from conftest import drop_database, make_database
+    from shared.db import migrate
+
+    url = make_database()
+    migrate(url)
+    seeded = seed_experiment(url, variants=VARIANTS, samples=30, failed=2)
+    rows = stored_rows(url, seeded.experiment_id)
+    truth = {name: expected_metrics(rows[name]) for name in VARIANTS}
+    for name, n_failed in failed_counts(url, seeded.experiment_id).items():
+        truth[name]["n_failed"] = n_failed
+    yield {"url": url, "id": seeded.experiment_id, "truth": truth}
+    drop_database(url)
+
+
+@pytest.fixture()
+def report(experiment, monkeypatch):
+    monkeypatch.setenv("GREENCTL_DATABASE_URL", experiment["url"])
+
+    def run(*args: str) -> str:
+        result = CliRunner().invoke(main, ["report", str(experiment["id"]), *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+    return run
+
+
+def test_the_fixture_is_realistic(experiment):
+    truth = experiment["truth"]
+    assert all(t["n"] == 28 and t["n_failed"] == 2 and t["n_unparsed"] >= 1 for t in truth.values())
+    # f16 is the most accurate and the most costly; every inference is below a milligram of CO2e.
+    assert truth["f16"]["f1_weighted"] > truth["q4_0"]["f1_weighted"]
+    assert truth["f16"]["co2_kg_per_inference"] > truth["q4_0"]["co2_kg_per_inference"]
+    assert all(t["co2_kg_per_inference"] < 1e-6 for t in truth.values())
+
+
+def test_json_agrees_with_scikit_learn(experiment, report):
+    data = json.loads(report("--format", "json"))
+    assert data["experiment"]["n_done"] == 84 and data["experiment"]["partial"] is False
+    # The contract of issue 2: every key is still there.
+    assert {"id", "name", "status", "n_tasks", "n_done", "n_failed"} <= set(data["experiment"])
+    contract = {"model", "variant", "engine", "n", "n_failed", *SCORES, "energy_kwh_per_inference",
+                "co2_kg_per_inference", "latency_s_mean", "prompt_tokens_mean", "output_tokens_mean", "energy_method"}
+    assert [v["variant"] for v in data["variants"]] == list(VARIANTS)
+    for v in data["variants"]:
+        assert contract <= set(v)
+        truth = experiment["truth"][v["variant"]]
+        for key in ("n", "n_failed", "n_unparsed"):
+            assert v[key] == truth[key], key
+        for key in (*SCORES, "energy_kwh_per_inference", "co2_kg_per_inference", "latency_s_mean",
+                    "prompt_tokens_mean", "prompt_tokens_uncached_mean", "output_tokens_mean"):
+            assert v[key] == pytest.approx(truth[key], rel=1e-9), key
+        assert v["confusion"]["matrix"] == truth["confusion"]
+        assert v["confusion"]["labels"] == LABELS
+        assert v["energy_method"] == "estimated" and v["energy_measured"] is False
+        low, high = v["co2_kg_ci95"]
+        assert low < v["co2_kg_per_inference"] < high
+    base = experiment["truth"]["f16"]
+    q4 = next(v for v in data["variants"] if v["variant"] == "q4_0")
+    assert q4["co2_change_vs_baseline"] == pytest.approx(
+        q4["co2_kg_per_inference"] / base["co2_kg_per_inference"] - 1)
+    assert q4["f1_weighted_change_vs_baseline"] == pytest.approx(q4["f1_weighted"] - base["f1_weighted"])
+    totals = data["totals"]
+    assert totals["energy_kwh"] == pytest.approx(sum(t["energy_kwh_per_inference"] * t["n"]
+                                                     for t in experiment["truth"].values()))
+    assert totals["workers"] == ["edge-a", "edge-b"] and 0 < totals["worker_hours"] * 3600 <= 2 * totals["wall_s"]
+
+
+def test_csv_agrees_with_scikit_learn(experiment, report):
+    rows = list(csv.DictReader(io.StringIO(report("--format", "csv"))))
+    assert [r["variant"] for r in rows] == list(VARIANTS)
+    for row in rows:
+        truth = experiment["truth"][row["variant"]]
+        assert int(row["n"]) == truth["n"] and int(row["n_failed"]) == truth["n_failed"]
+        for key in (*SCORES, "energy_kwh_per_inference", "co2_kg_per_inference", "latency_s_mean"):
+            assert float(row[key]) == pytest.approx(truth[key], rel=1e-9), key
+        for i, true_label in enumerate(LABELS):
+            for j, predicted in enumerate(LABELS):
+                assert int(row[f"confusion_{true_label}_{predicted}"]) == truth["confusion"][i][j]
+        assert row["energy_method"] == "estimated"
+        assert float(row["energy_prompt_kwh_per_inference_estimate"]) > 0
+
+
+def _md_tables(text: str) -> dict[str, list[dict]]:
+    """Markdown tables by their bold title: one dict per row, keyed by header."""
+    out, title, lines = {}, None, text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("**") and i + 2 < len(lines) and lines[i + 2].startswith("|"):
+            title = line.strip("*")
+            header = [h.strip() for h in lines[i + 2].strip("|").split("|")]
+            out[title] = []
+            for row in lines[i + 4:]:
+                if not row.startswith("|"):
+                    break
+                out[title].append(dict(zip(header, (c.strip().replace("\\*", "*") for c in row.strip("|").split("|")))))
+    return out
+
+
+def _value(text: str, unit: str = "") -> float:
+    """A number a reader sees, in base units: '0.724' with unit 'mWh', or '257 ms'."""
+    number, _, own_unit = text.partition(" ")
+    return float(number) * UNIT_FACTORS.get(own_unit or unit, 1.0)
+
+
+def test_markdown_agrees_with_scikit_learn(experiment, report):
+    text = report("--format", "md")
+    tables = _md_tables(text)
+    quality = next(rows for title, rows in tables.items() if title.startswith("Quality"))
+    cost = tables["Cost per inference (mean)"]
+    for q, c in zip(quality, cost):
+        truth = experiment["truth"][q["variant"].rstrip("*")]
+        assert int(q["n"]) == truth["n"] and int(q["fail"]) == truth["n_failed"]
+        for header, key in (("acc", "accuracy"), ("P w", "precision_weighted"), ("R w", "recall_weighted"),
+                            ("F1 w", "f1_weighted"), ("P mac", "precision_macro"), ("F1 mac", "f1_macro")):
+            assert float(q[header]) == pytest.approx(truth[key], abs=SCORE_ABS), header
+        energy_col = next(h for h in c if h.startswith("energy "))
+        co2_col = next(h for h in c if h.startswith("CO2e ") and "vs" not in h)
+        assert _value(c[energy_col], energy_col.split()[1]) == pytest.approx(truth["energy_kwh_per_inference"],
+                                                                             rel=SIG3_REL)
+        assert _value(c[co2_col], co2_col.split()[1]) == pytest.approx(truth["co2_kg_per_inference"], rel=SIG3_REL)
+        assert _value(c["latency"]) == pytest.approx(truth["latency_s_mean"], rel=SIG3_REL)
+        assert co2_col.split()[1] in ("mg", "µg")            # never kg printed as 0.000
+    for name in VARIANTS:
+        matrix = next(rows for title, rows in tables.items() if title.startswith(f"{name}") and "confusion" in title)
+        assert [[int(r[p]) for p in LABELS] for r in matrix] == [row[:3] for row in experiment["truth"][name]["confusion"]]
+    assert "Energy method 'estimated': estimate, not a measurement" in text
+
+
+def test_terminal_table_agrees_with_scikit_learn(experiment, report):
+    lines = report().splitlines()          # the default: rich tables, 80 columns when piped
+
+    def table_after(title: str) -> tuple[str, dict[str, list[str]]]:
+        """(header line, variant -> cells) of the table under the line starting with `title`."""
+        start = next(i for i, line in enumerate(lines) if line.startswith(title))
+        body = lines[start:lines.index("", start)]
+        header = next(line for line in body if line.startswith("variant"))
+        return header, {line.split()[0].rstrip("*"): line.split() for line in body
+                        if line.split() and line.split()[0].rstrip("*") in VARIANTS}
+    _, quality = table_after("Quality")
+    header, cost = table_after("Cost per inference")
+    energy_unit, co2_unit = re.search(r"energy (\S+)", header)[1], re.search(r"CO2e (\S+)", header)[1]
+    for name in VARIANTS:
+        truth = experiment["truth"][name]
+        _, n, fail, unparsed, acc, p, r, f1, *_ = quality[name]
+        assert (int(n), int(fail), int(unparsed)) == (truth["n"], truth["n_failed"], truth["n_unparsed"])
+        for shown, key in ((acc, "accuracy"), (p, "precision_weighted"), (r, "recall_weighted"), (f1, "f1_weighted")):
+            assert float(shown) == pytest.approx(truth[key], abs=SCORE_ABS), key
+        _, energy, co2, *_ = cost[name]
+        assert _value(energy, energy_unit) == pytest.approx(truth["energy_kwh_per_inference"], rel=SIG3_REL)
+        assert _value(co2, co2_unit) == pytest.approx(truth["co2_kg_per_inference"], rel=SIG3_REL)
+    text = "\n".join(lines)
+    assert "Totals: energy" in text and "worker hours" in text and "kWh" in text and " kg (" in text
+    assert "estimate, not a measurement" in text
+
+
+def test_output_files_and_figures(experiment, report, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert report("--format", "html").strip() == f"wrote report-{experiment['id']}.html (3 figures embedded)"
+    assert (tmp_path / f"report-{experiment['id']}.html").stat().st_size > 10_000
+    written = report("--format", "png", "--output", "figs").splitlines()
+    assert sorted(written) == [f"wrote figs/{n}.png" for n in ("co2_vs_f1", "confusion_matrices", "energy_by_phase")]
+    assert all((tmp_path / "figs" / f"{n}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+               for n in ("co2_vs_f1", "confusion_matrices", "energy_by_phase"))
+    assert report("--format", "csv", "-o", "out/r.csv").strip() == "wrote out/r.csv"
+    assert (tmp_path / "out" / "r.csv").read_text().startswith("experiment_id,")
+    report("--format", "table", "-o", "r.txt")
+    assert "Cost per inference" in (tmp_path / "r.txt").read_text()
