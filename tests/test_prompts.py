@@ -13,7 +13,8 @@ def test_label_only_puts_the_shared_prefix_first():
     b = build_messages("label-only", "Shares flat.", LABELS, [("Sales fell.", "negative")])
     assert a[:-1] == b[:-1]          # everything but the sample is identical: cacheable
     assert a[-1]["content"] == "Text: Profit rose.\nSentiment:"
-    assert "positive, negative or neutral" in a[0]["content"]
+    assert "Positive, Negative or Neutral" in a[0]["content"]
+    assert a[2] == {"role": "assistant", "content": "Negative"}
 
 
 def test_paper_checklist_is_figure_2_with_the_text_inside():
@@ -51,4 +52,4 @@ def test_a_label_with_punctuation_around_it_parses(label, noise):
 def test_render_plain_for_base_models():
     text = render_plain(build_messages("label-only", "Up.", LABELS, [("Down.", "negative")]))
     assert text.endswith("Text: Up.\nSentiment: ")
-    assert " negative\n\n" in text
+    assert " Negative\n\n" in text

@@ -32,7 +32,19 @@ FIGURE_2_TAIL = (
 )
 
 
+def display_label(label: str) -> str:
+    """How a label is written in prompts and answers: capitalized ("Positive").
+
+    Small instruction-tuned models put far more probability on the capitalized
+    word as the first token of an answer; with lower-case choices SmolLM2-135M
+    answered "positive" to almost everything (weighted F1 0.16 vs 0.45 on 90
+    stratified samples, q8_0, 3-shot). Parsing is case-insensitive.
+    """
+    return label[:1].upper() + label[1:]
+
+
 def _label_list(labels: Sequence[str]) -> str:
+    labels = [display_label(x) for x in labels]
     return ", ".join(labels[:-1]) + " or " + labels[-1] if len(labels) > 1 else labels[0]
 
 
@@ -43,7 +55,7 @@ def label_only(text: str, labels: Sequence[str], examples: Sequence[tuple[str, s
     messages = [{"role": "system", "content": system}]
     for ex_text, ex_label in examples:
         messages.append({"role": "user", "content": "Text: " + ex_text + "\nSentiment:"})
-        messages.append({"role": "assistant", "content": ex_label})
+        messages.append({"role": "assistant", "content": display_label(ex_label)})
     messages.append({"role": "user", "content": "Text: " + text + "\nSentiment:"})
     return messages
 
@@ -53,7 +65,7 @@ def paper_checklist(text: str, labels: Sequence[str], examples: Sequence[tuple[s
     messages = []
     for ex_text, ex_label in examples:
         messages.append({"role": "user", "content": FIGURE_2_HEAD + ex_text + FIGURE_2_TAIL})
-        messages.append({"role": "assistant", "content": ex_label.capitalize()})
+        messages.append({"role": "assistant", "content": display_label(ex_label)})
     messages.append({"role": "user", "content": FIGURE_2_HEAD + text + FIGURE_2_TAIL})
     return messages
 

@@ -13,7 +13,7 @@ from shared.celery_app import ESTIMATOR_QUEUE, INFER_TASK, REFIT_TASK, app
 from worker import runtime, store
 from worker.energy import EnergyReading, grid_intensity_kg_per_kwh
 from worker.engines import EngineError, Generation, InferenceRequest
-from worker.prompts import build_messages, parse_label
+from worker.prompts import build_messages, display_label, parse_label
 
 log = logging.getLogger("greenctl.worker")
 
@@ -36,7 +36,8 @@ def build_request(job: store.Job) -> InferenceRequest:
         messages=build_messages(prompt["template"], job.text, labels, examples),
         max_tokens=params["max_tokens"], temperature=params["temperature"],
         top_p=params["top_p"], top_k=params["top_k"], seed=params["seed"],
-        choices=tuple(labels) if prompt.get("output", "label") == "label" else None,
+        choices=(tuple(display_label(x) for x in labels)
+                 if prompt.get("output", "label") == "label" else None),
     )
 
 
