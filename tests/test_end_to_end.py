@@ -52,12 +52,29 @@ def _system_env(tmp_path, fresh_db_url, redis_db: int) -> dict:
                     GREENCTL_STATE_DIR=str(tmp_path / "state"))
 
 
+def _wait_for_fits(db_url: str, timeout: float = 60) -> list[dict]:
+    import time
+    deadline = time.monotonic() + timeout
+    with sa.create_engine(db_url).connect() as conn:
+        while True:
+            rows = conn.execute(sa.text("SELECT target, source, n_train, n_test, metrics FROM estimator_fit")).mappings().all()
+            if len(rows) >= 2 or time.monotonic() > deadline:
+                return [dict(r) for r in rows]
+            time.sleep(0.5)
+            conn.rollback()
+
+
 def test_system_servers_three_variants_f16_costs_more_than_q4_0(tmp_path, fresh_db_url):
     env = _system_env(tmp_path, fresh_db_url, 7)
     spec = write_spec(tmp_path / "three.yaml", [
         {"name": MODEL, "engine": "embedded", "variants": ["f16", "q8_0", "q4_0"]}], sample=8, queue="tv")
-    with worker(env, "tv", tmp_path / "tv.log"):
+    with worker(env, "tv", tmp_path / "tv.log", "--queue", "estimator"):
         eid = greenctl_json(["submit", str(spec), "--wait", "--json", "--timeout", "400"], env)["experiment_id"]
+        fits = _wait_for_fits(fresh_db_url)
+    # The experiment's end triggered a refit of the estimator for this machine's profile.
+    assert {f["target"] for f in fits} == {"latency_s", "energy_kwh"}
+    assert all(f["source"] == "measurements" and f["n_train"] + f["n_test"] == 24 for f in fits)
+    assert all(0 <= f["metrics"]["mape"] < 1 for f in fits)
     report = greenctl_json(["report", str(eid), "--format", "json"], env)
     by_variant = {v["variant"]: v for v in report["variants"]}
     assert report["experiment"]["status"] == "done"
