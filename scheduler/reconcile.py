@@ -9,7 +9,7 @@ Two cases, both selected here as plain queries (no Celery):
 Sending a task twice is harmless: the worker's claim skips a task another
 worker holds under a live lease or that is finished, and a task has at most one
 result row. `resend` sends and stamps `enqueued_at`, so a task is sent again at
-most once per lease.
+most once per lease (or once per expired lease).
 """
 from __future__ import annotations
 
@@ -35,12 +35,16 @@ def lost_task_ids(db: str, lease_seconds: int, now: datetime | None = None,
         return list(s.execute(query).scalars())
 
 
-def orphaned_task_ids(db: str, now: datetime | None = None) -> list[int]:
-    """Running tasks whose lease expired: their worker stopped without a word."""
+def orphaned_task_ids(db: str, lease_seconds: int, now: datetime | None = None) -> list[int]:
+    """Running tasks whose lease expired (their worker stopped without a word) and
+    that were not re-sent since, or not within the last lease."""
+    now = now or utcnow()
     with session_scope(db) as s:
         return list(s.execute(
             sa.select(Task.id)
-            .where(Task.status == TaskStatus.RUNNING, Task.lease_until < (now or utcnow()))
+            .where(Task.status == TaskStatus.RUNNING, Task.lease_until < now,
+                   sa.or_(Task.enqueued_at.is_(None), Task.enqueued_at < Task.lease_until,
+                          Task.enqueued_at < now - timedelta(seconds=lease_seconds)))
             .order_by(Task.id)).scalars())
 
 

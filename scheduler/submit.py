@@ -4,6 +4,11 @@ task per (sample x variant x repeat); then the tasks are enqueued.
 If the broker loses messages or enqueueing stops halfway, Postgres still holds
 every task as `queued` with no `enqueued_at`, and `enqueue_pending` (also run
 by the reconcile job) sends them again.
+
+`enqueue_or_hand_off` leaves the sending to the scheduler service when one is
+alive (`greenctl scheduler`), so a large experiment is enqueued in batches
+there, not in the CLI. `cancel_experiment` / `resume_experiment` back
+`greenctl cancel` / `greenctl resume`.
 """
 from __future__ import annotations
 

@@ -64,15 +64,16 @@ def broker_backlog(celery_app, queue: str) -> int:
 def reconcile_once(db: str, celery_app, lease_seconds: int) -> dict:
     """One pass; returns the counts sent, by reason."""
     mark_alive(celery_app)
-    pending = enqueue_pending(db, celery_app)
-    orphaned = rec.resend(db, celery_app, rec.orphaned_task_ids(db))
-    # A lost message is only resent once its queue has drained: while messages
-    # wait, a long queue (not a loss) may be why a task is still unclaimed, and
-    # resending every lease would pile up duplicates.
+    # A lost message is only re-sent once its queue has drained (looked at before
+    # this pass sends anything): while messages wait, a long queue rather than a
+    # loss may be why a task is unclaimed, and re-sending every lease would pile
+    # up duplicates.
     lost_ids = rec.lost_task_ids(db, lease_seconds)
-    queues = set(rec.queue_of_tasks(db, lost_ids).values())
-    drained = [q for q in queues if broker_backlog(celery_app, q) == 0]
-    lost = rec.resend(db, celery_app, rec.lost_task_ids(db, lease_seconds, queues=drained)) if drained else 0
+    queue_of = rec.queue_of_tasks(db, lost_ids)
+    drained = {q for q in set(queue_of.values()) if broker_backlog(celery_app, q) == 0}
+    pending = enqueue_pending(db, celery_app)
+    orphaned = rec.resend(db, celery_app, rec.orphaned_task_ids(db, lease_seconds))
+    lost = rec.resend(db, celery_app, [i for i in lost_ids if queue_of.get(i) in drained])
     counts = {"pending": pending, "orphaned": orphaned, "lost": lost}
     if any(counts.values()):
         log.info("reconcile sent %s", counts)

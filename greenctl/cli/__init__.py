@@ -12,6 +12,7 @@ COMMAND_MODULES = [
     "greenctl.cli.workers",       # worker, workers
     "greenctl.cli.models",        # models list|pull|quantize
     "greenctl.cli.estimator",     # estimate, estimator fit|validate|list
+    "greenctl.cli.cluster",       # up, down, ps, scheduler, cancel, resume
 ]
 
 

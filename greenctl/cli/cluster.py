@@ -1,0 +1,240 @@
+"""The local cluster and the scheduler service: up, down, ps, scheduler, cancel, resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+import click
+
+from greenctl.cli import common
+
+ENERGY_NOTE = ("note: {n} workers on one machine share its energy measurement (CodeCarbon measures "
+               "the whole machine), so per-task energy is overstated while they run at once; "
+               "measure with --workers 1")
+
+
+def _celery_app(broker: str):
+    from shared.celery_app import app, celery_settings
+
+    app.conf.update(celery_settings(broker, common.settings().lease_seconds))
+    return app
+
+
+@click.command()
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Inference workers; they share the default queue, one task at a time each.")
+@click.option("--flower", is_flag=True, help="Also start Flower (basic auth) on 127.0.0.1.")
+@click.option("--flower-port", type=click.IntRange(1, 65535), default=5555, show_default=True)
+@click.option("--wait", "wait_s", type=click.FloatRange(0), default=180, show_default=True,
+              help="Seconds to wait for every service to answer (0: do not wait).")
+def up(workers: int, flower: bool, flower_port: int, wait_s: float) -> None:
+    """Start the local cluster in the background: Postgres and Valkey (embedded unless
+    GREENCTL_DATABASE_URL / GREENCTL_BROKER_URL are set), the scheduler, the estimator,
+    N workers and, with --flower, Flower. Services already running are reused;
+    `greenctl down` stops them all."""
+    from greenctl.cluster import local, processes, services as svc
+    from greenctl.cluster.records import cluster_dir
+    from shared.config import mask_url
+
+    settings = common.settings()
+    directory = cluster_dir(settings.state_dir)
+    db = common.database_url()      # starts embedded servers when needed, and migrates
+    _, broker = common.urls(need_db=False)
+    app = _celery_app(broker)
+    urls_env = {"GREENCTL_DATABASE_URL": db, "GREENCTL_BROKER_URL": broker}
+    env_of = {}
+    plan = svc.plan(workers, settings.default_queue, os.cpu_count() or 1,
+                    flower_port if flower else None, settings.state_dir / "scheduler" / "celerybeat-schedule")
+    for service in plan:
+        env_of[service.name] = dict(urls_env)
+    if flower:
+        try:
+            user, password, generated = svc.flower_credentials(directory)
+        except svc.CredentialsError as exc:
+            raise click.ClickException(f"{exc}: fix it, or unset it to get a generated password")
+        env_of["flower"]["FLOWER_BASIC_AUTH"] = f"{user}:{password}"
+        if not _flower_reusable(directory, env_of["flower"], plan) and not svc.port_free(flower_port):
+            raise click.ClickException(f"--flower-port: port {flower_port} is in use: pick a free one, "
+                                       f"e.g. --flower-port {flower_port + 1}")
+    click.echo(f"database  {mask_url(db)}")
+    click.echo(f"broker    {mask_url(broker)}")
+    # SIGTERM unwinds like Ctrl-C: what this `up` started is stopped again.
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = []
+    try:
+        started = local.up(settings.state_dir, plan, env_of)
+        _print_started(started, directory, flower and (user, password, generated), workers)
+        if wait_s == 0:
+            click.echo("not waiting (--wait 0): `greenctl ps` shows when they are ready")
+            return
+        states = local.wait_ready(app, [s.record for s in started], wait_s)
+    except KeyboardInterrupt:
+        ours = [s.record for s in started if s.how != "running"]
+        processes.stop(directory, ours, grace_s=10)
+        click.echo("interrupted: stopped the services this `up` started; the embedded servers "
+                   "keep running (`greenctl down` stops them)", err=True)
+        sys.exit(130)
+    bad = {name: state for name, state in states.items() if state != "ready"}
+    if bad:
+        logs = {s.record.name: s.record for s in started}
+        detail = "; ".join(f"{n} {st} (last log line: {local.last_log_line(logs[n])!r})" for n, st in bad.items())
+        raise click.ClickException(f"not ready after {wait_s:.0f} s: {detail}; see the logs, "
+                                   f"then `greenctl up` again or `greenctl down`")
+    click.echo(f"ready: {', '.join(states)}")
+
+
+def _interrupt(*_):
+    raise KeyboardInterrupt
+
+
+def _print_started(started, directory, flower_auth, workers: int) -> None:
+    for s in started:
+        click.echo(f"{s.service.name:<10} pid {s.record.pid:<7} {s.how:<9} {s.record.url or s.record.node}")
+    click.echo(f"logs      {directory / 'logs'}")
+    if flower_auth:
+        user, password, generated = flower_auth
+        url = next(s.record.url for s in started if s.service.name == "flower")
+        shown = (f", generated password {password!r}: shown once, kept in {directory / 'flower-password'}"
+                 if generated else "")
+        click.echo(f"flower    {url}  (user {user!r}{shown})")
+    if workers > 1:
+        click.echo(ENERGY_NOTE.format(n=workers))
+
+
+def _flower_reusable(directory, flower_env: dict, plan) -> bool:
+    """True when a Flower with these settings already runs (so its port is ours)."""
+    from greenctl.cluster import processes
+    from greenctl.cluster.local import settings_digest
+    from greenctl.cluster.records import read_all
+
+    flower = next(s for s in plan if s.name == "flower")
+    return any(r.name == "flower" and processes.alive(r) and r.argv == flower.argv
+               and r.extra.get("digest") == settings_digest(flower_env) for r in read_all(directory))
+
+
+@click.command()
+@click.option("--grace", type=click.FloatRange(0), default=30, show_default=True,
+              help="Seconds a worker may take to finish its task before it is killed.")
+def down(grace: float) -> None:
+    """Stop what `greenctl up` started (by pid, checking each is still that process)
+    and the embedded Postgres and Valkey of this state dir."""
+    from greenctl.cluster import local
+
+    services, servers = local.down(common.settings().state_dir, grace_s=grace)
+    click.echo(f"stopped: {', '.join(services + servers) or 'nothing was running'}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
+def ps(as_json: bool) -> None:
+    """The local cluster's processes and embedded servers, with their health."""
+    from greenctl.cluster import local
+
+    settings = common.settings()
+    servers = local.embedded_servers(settings.state_dir)
+    broker = settings.broker_url or servers.get("valkey", {}).get("url")
+    app = _celery_app(broker) if broker else None
+    rows, scheduler_seen = local.status(settings.state_dir, app)
+    n_workers = sum(r["name"].startswith("worker-") for r in rows)
+    if as_json:
+        click.echo(json.dumps({"services": rows, "scheduler_last_reconcile_s": scheduler_seen,
+                               "shared_energy": n_workers > 1}))
+        return
+    if not rows:
+        click.echo("nothing is running: start it with `greenctl up`")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"local cluster ({settings.state_dir})", title_justify="left")
+    for col in ("service", "pid", "state", "address", "log"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["name"], str(r["pid"]), r["state"], r["address"] or "", r["log"])
+    Console().print(t)
+    if scheduler_seen is not None:
+        click.echo(f"scheduler: last reconcile {scheduler_seen:.0f} s ago")
+    if n_workers > 1:
+        click.echo(ENERGY_NOTE.format(n=n_workers))
+
+
+@click.command("scheduler")
+@click.option("--broker", help="Broker URL, e.g. redis://:PASSWORD@HOST:6379/0 (default: GREENCTL_BROKER_URL or embedded).")
+@click.option("--db", help="Database URL, e.g. postgresql://USER:PASSWORD@HOST/greenctl.")
+@click.option("--schedule-file", type=click.Path(dir_okay=False),
+              help="Celery beat's schedule file (default: <state dir>/scheduler/celerybeat-schedule).")
+@click.option("--loglevel", default="INFO", show_default=True)
+def scheduler_command(broker, db, schedule_file, loglevel) -> None:
+    """Run the scheduler service: every 30 s it re-sends tasks the broker may have lost
+    (Postgres is the truth), and it enqueues submitted experiments in batches."""
+    from scheduler.tasks import reconcile_once
+    from shared.celery_app import SCHEDULER_QUEUE, configure
+
+    if broker:
+        os.environ["GREENCTL_BROKER_URL"] = broker
+    if db:
+        os.environ["GREENCTL_DATABASE_URL"] = db
+    db_url = common.database_url()
+    _, broker_url = common.urls(need_db=False)
+    app = configure(broker_url, db_url, common.settings())
+    # One pass now: after a restart, whatever was lost is re-sent without waiting for beat.
+    try:
+        counts = reconcile_once(db_url, app, common.settings().lease_seconds)
+        click.echo(f"scheduler: first reconcile sent {counts}", err=True)
+    except Exception as exc:  # the broker may come up later; beat retries every 30 s
+        click.echo(f"scheduler: first reconcile failed ({str(exc).splitlines()[0]}); "
+                   f"retrying every 30 s", err=True)
+    schedule = schedule_file or str(common.settings().state_dir / "scheduler" / "celerybeat-schedule")
+    os.makedirs(os.path.dirname(os.path.abspath(schedule)), exist_ok=True)
+    app.worker_main(["worker", "--pool=solo", "-Q", SCHEDULER_QUEUE, "--beat", "--schedule", schedule,
+                     "-n", f"greenctl-{SCHEDULER_QUEUE}@%h", f"--loglevel={loglevel}",
+                     "--without-gossip", "--without-mingle"])
+
+
+def _experiment_id_error(experiment_id: int) -> click.ClickException:
+    return click.ClickException(f"no experiment with id {experiment_id}: run `greenctl status` to list them")
+
+
+@click.command()
+@click.argument("experiment_id", type=int)
+def cancel(experiment_id: int) -> None:
+    """Cancel EXPERIMENT_ID: its queued and running tasks become cancelled and workers
+    skip them (an inference already running finishes and is kept)."""
+    from scheduler.submit import UnknownExperiment, cancel_experiment
+
+    try:
+        n = cancel_experiment(common.database_url(), experiment_id)
+    except UnknownExperiment:
+        raise _experiment_id_error(experiment_id) from None
+    if not n:
+        raise click.ClickException(f"experiment {experiment_id} has no queued or running task: nothing to "
+                                   f"cancel (see `greenctl status {experiment_id}`)")
+    click.echo(f"cancelled {n} tasks of experiment {experiment_id}; `greenctl resume {experiment_id}` "
+               f"queues them again")
+
+
+@click.command()
+@click.argument("experiment_id", type=int)
+def resume(experiment_id: int) -> None:
+    """Queue the cancelled tasks of EXPERIMENT_ID again and enqueue them."""
+    from greenctl.cli.experiments import _check_broker
+    from scheduler.submit import UnknownExperiment, enqueue_or_hand_off, resume_experiment
+
+    app = common.celery_app()
+    _check_broker(app)      # before any write: resumed tasks need a broker to reach workers
+    db = common.database_url()
+    try:
+        n = resume_experiment(db, experiment_id)
+    except UnknownExperiment:
+        raise _experiment_id_error(experiment_id) from None
+    if not n:
+        raise click.ClickException(f"experiment {experiment_id} has no cancelled task: nothing to resume "
+                                   f"(see `greenctl status {experiment_id}`)")
+    who, _ = enqueue_or_hand_off(db, app, experiment_id)
+    by = "by the scheduler service" if who == "scheduler" else "from here"
+    click.echo(f"resumed {n} tasks of experiment {experiment_id}, enqueued {by}")
+
+
+commands = [up, down, ps, scheduler_command, cancel, resume]
