@@ -15,6 +15,11 @@ from worker.hardware import Hardware, detect
 HEARTBEAT_SECONDS = 15.0
 
 
+def heartbeat_seconds() -> float:
+    """Seconds between heartbeats: GREENCTL_HEARTBEAT_SECONDS (tests shorten it), else 15."""
+    return float(os.environ.get("GREENCTL_HEARTBEAT_SECONDS") or HEARTBEAT_SECONDS)
+
+
 @dataclass
 class WorkerOptions:
     queue: str = "default"
@@ -48,6 +53,7 @@ class WorkerRuntime:
     idle_watts: float | None = None
     engines: dict = field(default_factory=dict)
     seen_variants: set = field(default_factory=set)
+    known_variants: dict = field(default_factory=dict)   # store.claim's per-variant cache
     intensity_by_experiment: dict = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -70,8 +76,10 @@ class WorkerRuntime:
     def start_heartbeat(self) -> None:
         from worker import store
 
+        interval = heartbeat_seconds()
+
         def beat() -> None:
-            while not self._stop.wait(HEARTBEAT_SECONDS):
+            while not self._stop.wait(interval):
                 try:
                     store.heartbeat(self.database_url, self.hardware.hostname, self.options.queue)
                 except Exception:  # a missed beat is what marks a worker offline; never crash

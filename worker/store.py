@@ -53,9 +53,14 @@ class Job:
     spec: dict
 
 
-def claim(db: str, task_id: int, worker: str, lease_s: int) -> Job | None:
+def claim(db: str, task_id: int, worker: str, lease_s: int, known: dict | None = None) -> Job | None:
     """Mark the task running under a lease; None when it is finished, unknown or
-    being run by another worker."""
+    being run by another worker.
+
+    `known` caches per variant what never changes after submit (model, params,
+    the experiment's spec), so a task costs one UPDATE ... RETURNING.
+    """
+    known = {} if known is None else known
     with session_scope(db) as s:
         row = s.execute(
             sa.update(Task)
@@ -70,30 +75,39 @@ def claim(db: str, task_id: int, worker: str, lease_s: int) -> Job | None:
         ).first()
         if row is None:
             return None
-        variant = s.get(Variant, row.variant_id)
-        experiment = s.get(Experiment, row.experiment_id)
-        if experiment.status == TaskStatus.QUEUED:
-            experiment.status = TaskStatus.RUNNING
-        return Job(task_id=task_id, experiment_id=row.experiment_id, variant_id=row.variant_id,
-                   text=row.text, label=row.label, attempt=row.attempts, model=variant.model,
-                   engine=variant.engine, variant=variant.variant, params=dict(variant.params),
-                   spec=dict(experiment.spec))
+        if row.variant_id not in known:
+            variant = s.get(Variant, row.variant_id)
+            s.execute(sa.update(Experiment)
+                      .where(Experiment.id == row.experiment_id, Experiment.status == TaskStatus.QUEUED)
+                      .values(status=TaskStatus.RUNNING))
+            spec = s.execute(sa.select(Experiment.spec).where(Experiment.id == row.experiment_id)).scalar()
+            known[row.variant_id] = dict(model=variant.model, engine=variant.engine,
+                                         variant=variant.variant, params=dict(variant.params),
+                                         spec=dict(spec))
+    return Job(task_id=task_id, experiment_id=row.experiment_id, variant_id=row.variant_id,
+               text=row.text, label=row.label, attempt=row.attempts, **known[row.variant_id])
 
 
-def _finish_experiment_if_done(s, experiment_id: int) -> bool:
-    """Close the experiment when no task is left to run; True when this call closed it."""
-    open_tasks = s.execute(
-        sa.select(sa.func.count()).select_from(Task)
-        .where(Task.experiment_id == experiment_id,
-               Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING]))
-    ).scalar_one()
-    if open_tasks:
-        return False
-    closed = s.execute(
-        sa.update(Experiment)
-        .where(Experiment.id == experiment_id, Experiment.finished_at.is_(None))
-        .values(status=TaskStatus.DONE, finished_at=utcnow())
-    ).rowcount
+def finish_experiment_if_done(db: str, experiment_id: int) -> bool:
+    """Close the experiment when no task is left to run; True when this call closed it.
+
+    Run after the task's own transaction has committed: two workers finishing
+    the last two tasks at once would otherwise each still see the other's task
+    open and neither would close the experiment. The `finished_at IS NULL`
+    guard lets exactly one of them close it.
+    """
+    with session_scope(db) as s:
+        still_open = s.execute(sa.select(sa.exists().where(
+            Task.experiment_id == experiment_id,
+            Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING])))).scalar()
+        if still_open:
+            return False
+        closed = s.execute(
+            sa.update(Experiment)
+            .where(Experiment.id == experiment_id, Experiment.finished_at.is_(None),
+                   Experiment.status != TaskStatus.CANCELLED)
+            .values(status=TaskStatus.DONE, finished_at=utcnow())
+        ).rowcount
     return bool(closed)
 
 
@@ -106,7 +120,7 @@ def write_result(db: str, result: dict) -> bool:
         s.execute(insert(Result).values(**result).on_conflict_do_nothing(index_elements=["task_id"]))
         s.execute(sa.update(Task).where(Task.id == result["task_id"])
                   .values(status=TaskStatus.DONE, error=None, lease_until=None, updated_at=utcnow()))
-        return _finish_experiment_if_done(s, result["experiment_id"])
+    return finish_experiment_if_done(db, result["experiment_id"])
 
 
 def fail(db: str, task_id: int, experiment_id: int, reason: str) -> bool:
@@ -116,7 +130,7 @@ def fail(db: str, task_id: int, experiment_id: int, reason: str) -> bool:
                   .where(Task.id == task_id, Task.status != TaskStatus.DONE)
                   .values(status=TaskStatus.FAILED, error=reason[:2000], lease_until=None,
                           updated_at=utcnow()))
-        return _finish_experiment_if_done(s, experiment_id)
+    return finish_experiment_if_done(db, experiment_id)
 
 
 def release(db: str, task_id: int, reason: str) -> None:

@@ -19,10 +19,11 @@ log = logging.getLogger("greenctl.worker")
 
 ENGINE_RETRIES = 3
 DB_RETRY_MAX_S = 60
+MAX_TASK_ID = 2**31 - 1   # task.id is a Postgres integer
 
 
 def validate_task_id(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_TASK_ID:
         raise ValueError(f"task id must be a positive integer, got {value!r}")
     return value
 
@@ -105,7 +106,8 @@ def infer(self, task_id: int) -> str:
     task_id = validate_task_id(task_id)
     rt = runtime.current()
     try:
-        job = store.claim(rt.database_url, task_id, rt.name, rt.options.lease_seconds)
+        job = store.claim(rt.database_url, task_id, rt.name, rt.options.lease_seconds,
+                          rt.known_variants)
         if job is None:
             return "skipped: already finished"
         if not job.text.strip():
