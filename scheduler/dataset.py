@@ -33,7 +33,8 @@ def read_rows(spec: DatasetSpec) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise SpecError(f"dataset.path: {path} is empty: give a CSV with a header and rows") from None
     except pd.errors.ParserError as exc:
-        raise SpecError(f"dataset.path: {path} is not valid CSV ({str(exc).strip()})") from None
+        raise SpecError(f"dataset.path: {path} is not valid CSV ({' '.join(str(exc).split())}): "
+                        "give a CSV file with a header row and one sample per line") from None
     for field in ("text_column", "label_column"):
         column = getattr(spec, field)
         if column not in frame.columns:
@@ -41,6 +42,11 @@ def read_rows(spec: DatasetSpec) -> pd.DataFrame:
                             f"(columns: {', '.join(map(str, frame.columns))}): name one of those")
     if frame.empty:
         raise SpecError(f"dataset.path: {path.name} has a header but no rows: add data")
+    for field in ("text_column", "label_column"):
+        nul = frame[getattr(spec, field)].str.contains("\x00", regex=False)
+        if nul.any():   # Postgres text cannot hold NUL: refuse here, before anything is written
+            raise SpecError(f"dataset.{field}: row {int(nul.idxmax()) + 1} of {path.name} (header excluded) "
+                            "contains a NUL byte: remove it from the file")
     labels = frame[spec.label_column].str.strip().str.lower()
     known = {x.lower() for x in spec.labels}
     unknown = labels[~labels.isin(known)]

@@ -16,6 +16,8 @@ from worker.prompts import TEMPLATES
 
 EMBEDDED_VARIANTS = ("f16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "q4_k_m")
 MAX_TASKS = 10_000_000
+MAX_SEED = 2**32 - 1     # numpy/scikit-learn and llama.cpp take 32-bit unsigned seeds
+QUEUE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 
 
 class SpecError(ValueError):
@@ -33,7 +35,7 @@ class DatasetSpec(_Strict):
     labels: list[str] = Field(min_length=2)
     sample: int | None = Field(default=None, ge=1, le=MAX_TASKS)
     stratify: bool = True
-    seed: int = 42
+    seed: int = Field(default=42, ge=0, le=MAX_SEED)
 
     @field_validator("labels")
     @classmethod
@@ -62,7 +64,7 @@ class InferenceParams(_Strict):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     top_p: float = Field(default=0.9, gt=0.0, le=1.0)
     top_k: int = Field(default=50, ge=0, le=1000)
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     batch_size: int = Field(default=1, ge=1, le=256)
     beam_size: int = Field(default=1, ge=1, le=16)
 
@@ -73,7 +75,8 @@ class ModelSpec(_Strict):
     variants: list[str] = Field(min_length=1)
     baseline: str | None = None
     params: InferenceParams = InferenceParams()
-    queue: str | None = None   # pins this model to a worker queue (default: placement.queue)
+    # pins this model to a worker queue (default: placement.queue)
+    queue: str | None = Field(default=None, min_length=1, pattern=QUEUE_PATTERN)
 
     @model_validator(mode="after")
     def _check_variants(self) -> "ModelSpec":
@@ -111,7 +114,7 @@ class CarbonSpec(_Strict):
 
 
 class PlacementSpec(_Strict):
-    queue: str = Field(default="default", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    queue: str = Field(default="default", min_length=1, pattern=QUEUE_PATTERN)
 
 
 class ExperimentSpec(_Strict):
@@ -137,7 +140,11 @@ class ExperimentSpec(_Strict):
 def _location(loc: tuple) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        name = str(part) if str(part).isprintable() else repr(str(part))  # a key "a\nb" stays on one line
+        out += f".{name}" if out else name
     return out or "experiment"
 
 
@@ -167,18 +174,58 @@ def _one_line(error: dict) -> str:
     return f"{_location(loc)}: {msg}"
 
 
+MAX_VALUES = 100_000   # keys and values of an experiment file, YAML aliases expanded
+
+
+def _check_values(data: object, loc: tuple, memo: dict, path: set) -> int:
+    """How many values `data` holds once aliases are expanded; a SpecError on a NUL
+    character (Postgres text cannot store it) or a structure that contains itself."""
+    key = id(data)
+    if key in memo:
+        return memo[key]
+    if isinstance(data, str):
+        if "\x00" in data:
+            raise SpecError(f"{_location(loc)}: contains a NUL character (\\0): remove it")
+        return 1
+    if not isinstance(data, (dict, list)):
+        return 1
+    if key in path:
+        raise SpecError(f"{_location(loc)}: refers to itself (a YAML alias inside its own anchor): "
+                        "remove the loop")
+    path.add(key)
+    items = data.items() if isinstance(data, dict) else enumerate(data)
+    n = 1
+    for k, value in items:
+        at = loc + (k if isinstance(data, list) else str(k),)
+        n += _check_values(k, at, memo, path) + _check_values(value, at, memo, path)
+        if n > MAX_VALUES:
+            raise SpecError(f"{_location(loc)}: more than {MAX_VALUES} values once YAML aliases are "
+                            "expanded: write the experiment out plainly")
+    path.discard(key)
+    memo[key] = n
+    return n
+
+
 def parse_spec(data: object, source: str = "experiment") -> ExperimentSpec:
     if not isinstance(data, dict):
         raise SpecError(f"{source}: the file must be a YAML mapping (name:, dataset:, models:, ...)")
     try:
+        _check_values(data, (), {}, set())
         return ExperimentSpec.model_validate(data)
+    except SpecError as exc:
+        raise SpecError(f"{source}: {exc}") from None
     except ValidationError as exc:
         raise SpecError(f"{source}: {_one_line(exc.errors()[0])}") from None
+    except RecursionError:
+        raise SpecError(f"{source}: nested too deeply: an experiment file is a few levels of "
+                        "mappings and lists") from None
 
 
 def load_spec(path: Path) -> ExperimentSpec:
     """Read and validate an experiment file; relative dataset paths are relative to it."""
     path = Path(path)
+    if path.is_dir():
+        raise SpecError(f"{path}: is a directory: give the path of an experiment YAML file")
     if not path.is_file():
         raise SpecError(f"{path}: no such file: give the path of an experiment YAML file")
     try:
@@ -188,7 +235,11 @@ def load_spec(path: Path) -> ExperimentSpec:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())   # one line
+        raise SpecError(f"{path}: malformed YAML{where}: {problem}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply: an experiment file is a few levels of "
+                        "mappings and lists") from None
     spec = parse_spec(data, str(path))
     if not spec.dataset.path.is_absolute():
         dataset = spec.dataset.model_copy(update={"path": (path.parent / spec.dataset.path).resolve()})

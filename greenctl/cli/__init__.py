@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "greenctl.cli.models",        # models list|pull|quantize
     "greenctl.cli.estimator",     # estimate, estimator fit|validate|list
     "greenctl.cli.cluster",       # up, down, ps, scheduler, cancel, resume
+    "greenctl.cli.db",            # db roles
 ]
 
 

@@ -24,27 +24,35 @@ def _check_broker(app) -> None:
                                    f"{str(exc).splitlines()[0]}: start it or set GREENCTL_BROKER_URL")
 
 
+class BadInput(click.UsageError):
+    """Bad input: exit code 2 and ONE line, `Error: <field>: <problem>: <fix>` (no usage stanza)."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"Error: {self.format_message()}", file=file, err=True)
+
+
 def read_spec(spec_path: Path):
     try:
         return load_spec(spec_path)
     except SpecError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise BadInput(str(exc)) from None
 
 
 def submit_spec(spec) -> tuple[str, int]:
     """Check the data, write, enqueue; (database URL, experiment id). Nothing is written on bad input."""
     from scheduler.dataset import load_samples
-    from scheduler.submit import enqueue_pending, write_experiment
+    from scheduler.submit import enqueue_or_hand_off, write_experiment
 
     try:
         samples, examples = load_samples(spec.dataset, spec.prompt.few_shot)
     except SpecError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise BadInput(str(exc)) from None
     app = common.celery_app()
     _check_broker(app)
     db = common.database_url()
     experiment_id = write_experiment(db, spec, samples, examples)
-    enqueue_pending(db, app, experiment_id)
+    # A running scheduler service sends big experiments in batches; else we send them here.
+    enqueue_or_hand_off(db, app, experiment_id)
     return db, experiment_id
 
 
