@@ -16,7 +16,8 @@ REFIT_TASK = "greenctl.estimator.refit"
 ESTIMATOR_QUEUE = "estimator"
 SCHEDULER_QUEUE = "scheduler"
 RECONCILE_TASK = "greenctl.scheduler.reconcile"
-RECONCILE_SECONDS = 30.0
+# Seconds between reconcile passes of the scheduler service (tests shorten it).
+RECONCILE_SECONDS = float(os.environ.get("GREENCTL_RECONCILE_SECONDS") or 30.0)
 
 # Celery beat, embedded in `greenctl scheduler`: Postgres is the truth, so every
 # RECONCILE_SECONDS the scheduler re-sends what the broker may have lost.

@@ -144,7 +144,8 @@ def test_no_credentials_in_cli_output_reports_or_logs(tmp_path, fresh_db_url):
             eid = json.loads(out.stdout)["experiment_id"]
             for args in (["status"], ["status", str(eid), "--json"], ["report", str(eid)],
                          ["report", str(eid), "--format", "json"], ["report", str(eid), "--format", "md"],
-                         ["report", str(eid), "--format", "html"], ["workers"], ["workers", "--json"],
+                         ["report", str(eid), "--format", "html", "--output", str(tmp_path / "r.html")],
+                         ["workers"], ["workers", "--json"],
                          ["ps"], ["ps", "--json"]):
                 proc = greenctl(args, env, timeout=120)
                 outputs[" ".join(args)] = proc.stdout + proc.stderr

@@ -89,12 +89,12 @@ def render_plain(messages: Sequence[dict]) -> str:
 def parse_label(output: str, labels: Sequence[str]) -> str | None:
     """The label the answer states first, or None when it names none.
 
-    Case-insensitive, whole words only ("neutrality" is not "neutral").
+    Case-insensitive, whole words only ("neutrality" is not "neutral"), in any script.
     """
     found = []
     lowered = output.lower()
     for label in labels:
-        match = re.search(r"(?<![a-z])" + re.escape(label.lower()) + r"(?![a-z])", lowered)
+        match = re.search(r"(?<!\w)" + re.escape(label.lower()) + r"(?!\w)", lowered)
         if match:
             found.append((match.start(), label))
     return min(found)[1] if found else None

@@ -54,6 +54,7 @@ class WorkerRuntime:
     engines: dict = field(default_factory=dict)
     seen_variants: set = field(default_factory=set)
     known_variants: dict = field(default_factory=dict)   # store.claim's per-variant cache
+    current_task: int | None = None                       # its lease is extended by heartbeats
     intensity_by_experiment: dict = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -81,7 +82,8 @@ class WorkerRuntime:
         def beat() -> None:
             while not self._stop.wait(interval):
                 try:
-                    store.heartbeat(self.database_url, self.hardware.hostname, self.options.queue)
+                    store.heartbeat(self.database_url, self.hardware.hostname, self.options.queue,
+                                    self.current_task, self.name, self.options.lease_seconds)
                 except Exception:  # a missed beat is what marks a worker offline; never crash
                     pass
 

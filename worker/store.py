@@ -53,6 +53,14 @@ class Job:
     spec: dict
 
 
+class LeaseHeld(Exception):
+    """Another worker runs this task under a live lease; ask again after it expires."""
+
+    def __init__(self, seconds_left: float):
+        super().__init__(f"task held for {seconds_left:.0f} s more")
+        self.seconds_left = seconds_left
+
+
 def claim(db: str, task_id: int, worker: str, lease_s: int, known: dict | None = None) -> Job | None:
     """Mark the task running under a lease; None when it is finished, unknown or
     being run by another worker.
@@ -74,6 +82,10 @@ def claim(db: str, task_id: int, worker: str, lease_s: int, known: dict | None =
             .returning(Task.experiment_id, Task.variant_id, Task.text, Task.label, Task.attempts)
         ).first()
         if row is None:
+            held = s.execute(sa.select(Task.lease_until).where(
+                Task.id == task_id, Task.status == TaskStatus.RUNNING)).scalar()
+            if held is not None:
+                raise LeaseHeld(max(0.0, (held - utcnow()).total_seconds()))
             return None
         if row.variant_id not in known:
             variant = s.get(Variant, row.variant_id)
@@ -157,11 +169,18 @@ def register_worker(db: str, node: dict) -> None:
             set_={k: stmt.excluded[k] for k in values if k not in ("hostname", "queue")}))
 
 
-def heartbeat(db: str, hostname: str, queue: str) -> None:
+def heartbeat(db: str, hostname: str, queue: str, task_id: int | None = None,
+              worker: str = "", lease_s: int = 0) -> None:
+    """Say this worker is alive, and extend the lease of the task it is running
+    (a long inference is not handed to another worker while this one lives)."""
     with session_scope(db) as s:
         s.execute(sa.update(WorkerNode)
                   .where(WorkerNode.hostname == hostname, WorkerNode.queue == queue)
                   .values(last_heartbeat=utcnow()))
+        if task_id is not None:
+            s.execute(sa.update(Task)
+                      .where(Task.id == task_id, Task.status == TaskStatus.RUNNING, Task.worker == worker)
+                      .values(lease_until=utcnow() + timedelta(seconds=lease_s)))
 
 
 def set_idle_watts(db: str, hostname: str, queue: str, watts: float) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.exc import OperationalError, InterfaceError
+from sqlalchemy.exc import DBAPIError
 
 from shared.celery_app import ESTIMATOR_QUEUE, INFER_TASK, REFIT_TASK, app
 from worker import runtime, store
@@ -17,6 +17,7 @@ from worker.prompts import build_messages, display_label, parse_label
 
 log = logging.getLogger("greenctl.worker")
 
+DB_DOWN = store.DB_DOWN
 ENGINE_RETRIES = 3
 DB_RETRY_MAX_S = 60
 MAX_TASK_ID = 2**31 - 1   # task.id is a Postgres integer
@@ -101,46 +102,58 @@ def on_experiment_finished(rt: runtime.WorkerRuntime) -> None:
                   queue=ESTIMATOR_QUEUE)
 
 
+def run_job(task, rt: runtime.WorkerRuntime, job: store.Job) -> tuple[bool, str]:
+    """Infer, measure and store one claimed task: (experiment finished?, outcome)."""
+    if not job.text.strip():
+        return store.fail(rt.database_url, job.task_id, job.experiment_id,
+                          "empty text: nothing to classify (fix or drop that row of the dataset)"), "failed"
+    try:
+        request = build_request(job)
+        engine = load_model(rt, job)
+        generation, energy = measure(rt, job, engine, request)
+    except EngineError as exc:
+        if exc.retryable and task.request.retries < ENGINE_RETRIES:
+            store.release(rt.database_url, job.task_id, str(exc))
+            raise task.retry(countdown=2 ** task.request.retries * 5, exc=exc)
+        return store.fail(rt.database_url, job.task_id, job.experiment_id, str(exc)), "failed"
+    except DB_DOWN:
+        raise
+    except Exception as exc:  # a bug must fail one task visibly, not hang the experiment
+        log.exception("task %s failed", job.task_id)
+        return store.fail(rt.database_url, job.task_id, job.experiment_id,
+                          f"worker error ({type(exc).__name__}): {exc}"), "failed"
+    try:
+        return store.with_db_retry(store.write_result, rt.database_url,
+                                   result_row(rt, job, request, generation, energy)), "done"
+    except DB_DOWN:
+        raise
+    except DBAPIError as exc:   # e.g. permission denied: retrying cannot help
+        log.exception("task %s: result could not be stored", job.task_id)
+        return store.fail(rt.database_url, job.task_id, job.experiment_id,
+                          f"the result could not be stored: {str(exc).splitlines()[0]}"), "failed"
+
+
 @app.task(name=INFER_TASK, bind=True, acks_late=True, max_retries=None)
 def infer(self, task_id: int) -> str:
     task_id = validate_task_id(task_id)
     rt = runtime.current()
     try:
-        job = store.claim(rt.database_url, task_id, rt.name, rt.options.lease_seconds,
-                          rt.known_variants)
+        try:
+            job = store.claim(rt.database_url, task_id, rt.name, rt.options.lease_seconds,
+                              rt.known_variants)
+        except store.LeaseHeld as held:
+            # Maybe its worker died just now: look again once the lease has run out.
+            raise self.retry(countdown=held.seconds_left + 1, exc=held)
         if job is None:
             return "skipped: already finished"
-        if not job.text.strip():
-            finished = store.fail(rt.database_url, task_id, job.experiment_id,
-                                  "empty text: nothing to classify (fix or drop that row of the dataset)")
-            return _finished(rt, finished, "failed")
-        try:
-            request = build_request(job)
-            engine = load_model(rt, job)
-            generation, energy = measure(rt, job, engine, request)
-        except EngineError as exc:
-            if exc.retryable and self.request.retries < ENGINE_RETRIES:
-                store.release(rt.database_url, task_id, str(exc))
-                raise self.retry(countdown=2 ** self.request.retries * 5, exc=exc)
-            finished = store.fail(rt.database_url, task_id, job.experiment_id, str(exc))
-            return _finished(rt, finished, "failed")
-        except (OperationalError, InterfaceError):
-            raise
-        except Exception as exc:  # a bug must fail one task visibly, not hang the experiment
-            log.exception("task %s failed", task_id)
-            finished = store.fail(rt.database_url, task_id, job.experiment_id,
-                                  f"worker error ({type(exc).__name__}): {exc}")
-            return _finished(rt, finished, "failed")
-        finished = store.with_db_retry(store.write_result, rt.database_url,
-                                       result_row(rt, job, request, generation, energy))
-        return _finished(rt, finished, "done")
-    except (OperationalError, InterfaceError) as exc:
+        rt.current_task = task_id
+        experiment_finished, outcome = run_job(self, rt, job)
+        if experiment_finished:
+            on_experiment_finished(rt)
+        return outcome
+    except DB_DOWN as exc:
         # Postgres is away: keep the message and try again later, never drop a measurement.
         log.warning("database unavailable for task %s, retrying: %s", task_id, str(exc).splitlines()[0])
         raise self.retry(countdown=min(DB_RETRY_MAX_S, 2 ** min(self.request.retries, 6)), exc=exc)
-
-
-def _finished(rt: runtime.WorkerRuntime, experiment_finished: bool, outcome: str) -> str:
-    if experiment_finished:
-        on_experiment_finished(rt)
-    return outcome
+    finally:
+        rt.current_task = None

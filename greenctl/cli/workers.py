@@ -10,7 +10,13 @@ import sqlalchemy as sa
 
 from greenctl.cli import common
 
-OFFLINE_AFTER_S = 60   # four missed heartbeats
+
+
+def offline_after_s() -> float:
+    """A worker is offline after four missed heartbeats (60 s at the default 15 s)."""
+    from worker.runtime import heartbeat_seconds
+
+    return 4 * heartbeat_seconds()
 
 
 @click.command()
@@ -80,7 +86,7 @@ def workers(as_json: bool) -> None:
         "hostname": n.hostname, "queue": n.queue, "profile": n.hardware_profile,
         "cpu": n.cpu_model, "cores": n.cores, "ram_gb": n.ram_gb, "gpu": n.gpu,
         "energy_method": n.energy_method, "engines": n.engines, "threads": n.threads,
-        "online": now - n.last_heartbeat < timedelta(seconds=OFFLINE_AFTER_S),
+        "online": now - n.last_heartbeat < timedelta(seconds=offline_after_s()),
         "last_heartbeat": n.last_heartbeat.isoformat(),
     } for n in nodes]
     if as_json:
