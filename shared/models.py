@@ -65,6 +65,11 @@ class Task(SQLModel, table=True):
         sa.UniqueConstraint("experiment_id", "sample_index", "variant_id", "repeat",
                             name="uq_task_sample_variant_repeat"),
         sa.Index("ix_task_experiment_status", "experiment_id", "status"),
+        # The reconcile job's scans: only unfinished tasks, a small slice of a big table.
+        sa.Index("ix_task_open_enqueued", "enqueued_at",
+                 postgresql_where=sa.text("status = 'queued'")),
+        sa.Index("ix_task_open_lease", "lease_until",
+                 postgresql_where=sa.text("status = 'running'")),
     )
     id: int | None = Field(default=None, primary_key=True)
     experiment_id: int = Field(foreign_key="experiment.id")
