@@ -91,6 +91,14 @@ class ModelSpec(_Strict):
             bad = [v for v in self.variants if v not in EMBEDDED_VARIANTS]
             if bad:
                 raise ValueError(f"unknown quantization {bad[0]!r}: use one of {', '.join(EMBEDDED_VARIANTS)}")
+        if self.engine == "ollama":
+            from worker.engines.base import EngineError
+            from worker.engines.ollama import ollama_tag
+            for v in self.variants:
+                try:
+                    ollama_tag(self.name, v)
+                except EngineError as exc:
+                    raise ValueError(str(exc)) from None
         if self.baseline is not None and self.baseline not in self.variants:
             raise ValueError(f"baseline {self.baseline!r} is not one of the variants {self.variants}")
         if self.params.beam_size > 1:

@@ -44,6 +44,8 @@ def test_good_spec_has_defaults():
     ("models[0].variants", ["q3"], "models[0]: unknown quantization 'q3'"),
     ("models[0].variants", ["q4_0", "q4_0"], "variant 'q4_0' is listed twice"),
     ("models[0].name", "gpt-9", "is not in the embedded catalog"),
+    ("models[0]", {"name": "llama3.2", "engine": "ollama", "variants": ["q4_K_M"]},
+     "model 'llama3.2' has no tag to add variant 'q4_K_M' to"),
     ("models[0].baseline", "f16", "baseline 'f16' is not one of the variants"),
     ("models[0].params", {"temperature": -1}, "models[0].params.temperature: Input should be greater than or equal to 0"),
     ("models[0].params", {"max_tokens": 10**9}, "models[0].params.max_tokens: Input should be less than or equal to 4096"),
