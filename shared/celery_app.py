@@ -52,8 +52,10 @@ def celery_settings(broker_url: str, lease_seconds: int) -> dict:
         broker_transport_options={"visibility_timeout": lease_seconds},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        # Off by default: 1 ms per task (bench P1). Flower turns worker events on by remote
+        # control when it runs; `greenctl worker --events` sets them from the start.
+        worker_send_task_events=False,
+        task_send_sent_event=False,
         include=["worker.tasks", "estimator.tasks", "scheduler.tasks"],
         beat_schedule=BEAT_SCHEDULE,
     )

@@ -108,16 +108,13 @@ def finish_experiment_if_done(db: str, experiment_id: int) -> bool:
     open and neither would close the experiment. The `finished_at IS NULL`
     guard lets exactly one of them close it.
     """
+    still_open = sa.exists().where(Task.experiment_id == experiment_id,
+                                   Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING]))
     with session_scope(db) as s:
-        still_open = s.execute(sa.select(sa.exists().where(
-            Task.experiment_id == experiment_id,
-            Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING])))).scalar()
-        if still_open:
-            return False
         closed = s.execute(
             sa.update(Experiment)
             .where(Experiment.id == experiment_id, Experiment.finished_at.is_(None),
-                   Experiment.status != TaskStatus.CANCELLED)
+                   Experiment.status != TaskStatus.CANCELLED, ~still_open)
             .values(status=TaskStatus.DONE, finished_at=utcnow())
         ).rowcount
     return bool(closed)

@@ -32,9 +32,11 @@ def offline_after_s() -> float:
 @click.option("--calibrate", is_flag=True,
               help="Measure this machine's idle power, store it for net-energy reports, and exit.")
 @click.option("--calibrate-seconds", type=click.FloatRange(2, 3600), default=30, show_default=True)
+@click.option("--events", is_flag=True,
+              help="Send task events from the start (Flower also turns them on when it runs).")
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(queues, broker, db, engines, threads, cpu_watts, ram_watts, calibrate, calibrate_seconds,
-           loglevel) -> None:
+           events, loglevel) -> None:
     """Run a Celery worker on this machine: one inference at a time, energy per task."""
     from shared.celery_app import configure
     from worker import runtime
@@ -66,7 +68,8 @@ def worker(queues, broker, db, engines, threads, cpu_watts, ram_watts, calibrate
         return
     try:
         app.worker_main(["worker", "--pool=solo", "-Q", ",".join(queues), f"--loglevel={loglevel}",
-                         "-n", f"greenctl-{queues[0]}@%h", "--without-gossip", "--without-mingle"])
+                         "-n", f"greenctl-{queues[0]}@%h", "--without-gossip", "--without-mingle",
+                         *(["--task-events"] if events else [])])
     finally:
         runtime.stop()
 

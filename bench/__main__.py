@@ -1,0 +1,52 @@
+"""python -m bench <name>|all [--json] [--quick]
+
+Names: p1/pipeline, p2/energy, p3/prefix, p4/tracking, p5/scheduler, p6/writes,
+scaling. With --json, stdout is one JSON line per benchmark (text goes to stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, aliases); `all` runs them in this order.
+BENCHMARKS = {
+    "p1": ("bench.pipeline", ("pipeline",)),
+    "p2": ("bench.energy_protocol", ("energy",)),
+    "p3": ("bench.prefix_reuse", ("prefix",)),
+    "p4": ("bench.tracking_overhead", ("tracking",)),
+    "p5": ("bench.scheduler_scale", ("scheduler",)),
+    "p6": ("bench.result_writes", ("writes",)),
+    "scaling": ("bench.scaling", ()),
+}
+
+
+def resolve(name: str) -> list[str]:
+    if name == "all":
+        return list(BENCHMARKS)
+    for key, (_, aliases) in BENCHMARKS.items():
+        if name.lower() in (key, *aliases):
+            return [key]
+    names = ", ".join(f"{k} ({'/'.join(a)})" if a else k for k, (_, a) in BENCHMARKS.items())
+    raise SystemExit(f"unknown benchmark {name!r}: use one of {names}, or all")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("name", help="benchmark name or 'all'")
+    parser.add_argument("--json", action="store_true", help="one JSON line per benchmark on stdout")
+    parser.add_argument("--quick", action="store_true", help="fewer samples: minutes, not tens of minutes")
+    parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tests: code path only
+    args = parser.parse_args(argv)
+    size = "smoke" if args.smoke else "quick" if args.quick else "full"
+    text_out = sys.stderr if args.json else sys.stdout
+    for key in resolve(args.name):
+        report = importlib.import_module(BENCHMARKS[key][0]).run(size)
+        print(report.as_text(), file=text_out, flush=True)
+        if args.json:
+            print(report.as_json(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
