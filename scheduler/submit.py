@@ -12,7 +12,7 @@ there, not in the CLI. `cancel_experiment` / `resume_experiment` back
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable
 
 import sqlalchemy as sa
 

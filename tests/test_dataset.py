@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from scheduler.dataset import choose_indices, few_shot, load_samples, read_rows
+from scheduler.dataset import choose_indices, load_samples, read_rows
 from scheduler.spec import DatasetSpec, SpecError
 from tests.processes import DATASET
 

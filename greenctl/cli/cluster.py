@@ -170,15 +170,9 @@ def scheduler_command(broker, db, schedule_file, loglevel) -> None:
     """Run the scheduler service: every 30 s it re-sends tasks the broker may have lost
     (Postgres is the truth), and it enqueues submitted experiments in batches."""
     from scheduler.tasks import reconcile_once
-    from shared.celery_app import SCHEDULER_QUEUE, configure
+    from shared.celery_app import SCHEDULER_QUEUE
 
-    if broker:
-        os.environ["GREENCTL_BROKER_URL"] = broker
-    if db:
-        os.environ["GREENCTL_DATABASE_URL"] = db
-    db_url = common.database_url()
-    _, broker_url = common.urls(need_db=False)
-    app = configure(broker_url, db_url, common.settings())
+    db_url, app = common.service_app(broker, db)
     # One pass now: after a restart, whatever was lost is re-sent without waiting for beat.
     try:
         counts = reconcile_once(db_url, app, common.settings().lease_seconds)

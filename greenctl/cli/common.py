@@ -53,6 +53,22 @@ def celery_app():
     return configure(broker, db, settings())
 
 
+def service_app(broker: str | None, db: str | None):
+    """(database URL, Celery app) for a long-running service started with optional
+    --broker/--db overrides (a laptop joining a cluster passes both)."""
+    import os
+
+    from shared.celery_app import configure
+
+    if broker:
+        os.environ["GREENCTL_BROKER_URL"] = broker
+    if db:
+        os.environ["GREENCTL_DATABASE_URL"] = db
+    db_url = database_url()
+    _, broker_url = urls(need_db=False)
+    return db_url, configure(broker_url, db_url, settings())
+
+
 def err_console():
     from rich.console import Console
 

@@ -38,16 +38,9 @@ def offline_after_s() -> float:
 def worker(queues, broker, db, engines, threads, cpu_watts, ram_watts, calibrate, calibrate_seconds,
            events, loglevel) -> None:
     """Run a Celery worker on this machine: one inference at a time, energy per task."""
-    from shared.celery_app import configure
     from worker import runtime
 
-    if broker:
-        os.environ["GREENCTL_BROKER_URL"] = broker
-    if db:
-        os.environ["GREENCTL_DATABASE_URL"] = db
-    db_url = common.database_url()
-    _, broker_url = common.urls(need_db=False)
-    app = configure(broker_url, db_url, common.settings())
+    db_url, app = common.service_app(broker, db)
     options = runtime.WorkerOptions(queue=queues[0], threads=threads, engines=tuple(engines),
                                     ollama_host=os.environ.get("OLLAMA_HOST"),
                                     cpu_watts=cpu_watts, ram_watts=ram_watts,
