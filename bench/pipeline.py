@@ -75,12 +75,12 @@ def celery_app(srv: servers.Servers):
 
 
 def pipeline_chunk(srv: servers.Servers, app, queue: str, task_ids: list[int]) -> dict:
-    """(b): send the chunk's messages as enqueue_pending does; until its last result row."""
+    """(b): send the chunk's messages as enqueue_pending does (pipelined); until its last result row."""
     from shared.celery_app import INFER_TASK
     from shared.db import session_scope
 
     started = time.time()
-    with app.producer_or_acquire() as producer:
+    with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
         for task_id in task_ids:
             app.send_task(INFER_TASK, args=[task_id], queue=queue, producer=producer)
     query = sa.text("SELECT created_at, e2e_s FROM result WHERE task_id = ANY(:ids) ORDER BY created_at")
@@ -102,37 +102,32 @@ def pipeline_chunk(srv: servers.Servers, app, queue: str, task_ids: list[int]) -
 
 
 def worker_steps(db: str, app, steps: int, tmp: Path) -> dict:
-    """Cost of each worker step, timed in-process on real rows, and of the proposed
-    replacements (bench.proposed) on a twin experiment, alternating step by step."""
-    from bench import proposed
+    """Cost of each worker step, timed in-process on real rows as a worker runs them:
+    the claim with its per-variant cache (filled by the first claim), window, write."""
+    from shared.db import get_engine
     from worker import store
 
     data = synthetic.dataset(tmp / "steps.csv", steps)
-    current = synthetic.experiment(db, data, queue="bench-steps")
-    lean = synthetic.experiment(db, data, queue="bench-steps")
+    eid, ids, vid = synthetic.experiment(db, data, queue="bench-steps")
     meter, (pue, intensity) = workload.meter(), workload.grid()
-    seen: dict = {}
-    t = {k: [] for k in ("claim", "write", "window", "claim_cached", "write_exists", "ping", "events")}
+    known: dict = {}   # the worker's cache (WorkerRuntime.known_variants)
+    t = {k: [] for k in ("claim", "write", "window", "ping", "events")}
 
     def timed(key, fn, *args):
         started = time.perf_counter()
         fn(*args)
         t[key].append(time.perf_counter() - started)
 
-    from shared.db import get_engine
-
     with app.events.default_dispatcher() as events:
         for i in range(steps):
-            (eid, ids, vid), (leid, lids, lvid) = current, lean
-            timed("claim", store.claim, db, ids[i], "bench:steps", 600)
-            timed("claim_cached", proposed.claim_cached, db, lids[i], "bench:steps", 600, seen)
+            timed("claim", store.claim, db, ids[i], "bench:steps", 600, known)
             timed("window", lambda: (meter.begin(f"task-{i}"), meter.end(pue, intensity)))
             timed("write", store.write_result, db, synthetic.result_row(ids[i], eid, vid))
-            timed("write_exists", proposed.write_result_exists, db, synthetic.result_row(lids[i], leid, lvid))
             # What pool_pre_ping adds to every transaction: one round trip.
             with get_engine(db).connect() as conn:
                 timed("ping", conn.exec_driver_sql, "SELECT 1")
-            # What worker_send_task_events adds to every task: three events to the broker.
+            # What task events add to every task when on (`greenctl worker --events`, Flower):
+            # three events to the broker.
             timed("events", lambda: [events.send(kind, uuid=f"bench-{i}") for kind in
                                      ("task-received", "task-started", "task-succeeded")])
     return {f"{k}_ms": 1e3 * median(v) for k, v in t.items()}
@@ -181,10 +176,7 @@ def run(size: str = "full") -> Report:
     gaps = [g for b in runs["b"] for g in b["gaps"]]
     overhead_ms = 1e3 * mean(gaps)
     known = steps["claim_ms"] + steps["window_ms"] + steps["write_ms"]
-    saved = (steps["claim_ms"] - steps["claim_cached_ms"]) + (steps["write_ms"] - steps["write_exists_ms"]) \
-        + 2 * steps["ping_ms"] + steps["events_ms"]
     engine_ms = {arm: 1e3 * t["engine_s"] / t["n"] for arm, t in total.items()}
-    b_task_ms = 1e3 * total["b"]["wall_s"] / total["b"]["n"]
     return Report(
         bench="p1-pipeline", title="bare engine loop (a) vs Celery->worker->CodeCarbon->Postgres (b)",
         size=size,
@@ -204,13 +196,9 @@ def run(size: str = "full") -> Report:
             "  claim (ms)": steps["claim_ms"],
             "  result write (ms)": steps["write_ms"],
             "  tracker begin/end (ms)": steps["window_ms"],
-            "  rest: Celery ack + next message, events, logging (ms)": overhead_ms - known,
-            "    of which 3 task events to the broker (ms)": steps["events_ms"],
+            "  rest: Celery ack + next message, logging (ms)": overhead_ms - known,
             "  pool_pre_ping round trip, x2 per task (ms)": steps["ping_ms"],
-            "proposed: claim with cached variant/spec (ms)": steps["claim_cached_ms"],
-            "proposed: write with EXISTS, close after commit (ms)": steps["write_exists_ms"],
-            "proposed: overhead per task saved (ms, est.)": saved,
-            "proposed: throughput ratio b/a (est.)": ratio * b_task_ms / (b_task_ms - saved),
+            "3 task events to the broker, when on (--events, Flower) (ms)": steps["events_ms"],
             "first message to first row, minus engine (ms)": 1e3 * mean(b["first_row_s"] for b in runs["b"]),
             "`greenctl submit` CLI, 1-task experiment (s)": submit_cli_s,
         },
@@ -224,8 +212,8 @@ def run(size: str = "full") -> Report:
                "per-step costs are medians of a loop calling worker.store.claim / store.write_result / "
                "EnergyMeter.begin+end in this process on a fresh database; 'rest' is the row-gap overhead "
                "minus those three",
-               "'proposed' rows time bench/proposed.py (fixes for worker/store.py) and what turning off "
-               "pool_pre_ping (shared/db.py) and worker task events (shared/celery_app.py) would save; the "
-               "estimated ratio removes those savings from (b)'s measured time per task"],
+               "the claim is timed with the worker's per-variant cache (one UPDATE ... RETURNING per task "
+               "once the variant is known); the write closes the experiment in a second transaction "
+               "(worker.store.finish_experiment_if_done); task events are off in the worker by default"],
         machine=machine(watch),
     )

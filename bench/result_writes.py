@@ -1,13 +1,12 @@
 """P6 result writes: results per second into Postgres from 4 concurrent writers.
 
 Each writer is a process calling the worker's real idempotent write
-(`worker.store.write_result`: insert-once result row, task -> done, close the
-experiment when nothing is left). That write counts the experiment's open tasks,
-so it runs on a small experiment (every task written) and on a large one
-(100,000 tasks, the same number written); the write proposed for worker/store.py
-(bench.proposed) runs on large experiments too. The machine is shared, so the
-arms alternate in blocks (all 4 writers on one arm at a time, a barrier between
-blocks) and each arm's rate is its writes over the sum of its blocks' times.
+(`worker.store.write_result`: insert-once result row, task -> done, commit, then
+close the experiment when no task is open). That close looks at the experiment's
+tasks, so the write runs on a small experiment (every task written) and on a
+large one (100,000 tasks, the same number written). The machine is shared, so
+the arms alternate in blocks (all 4 writers on one arm at a time, a barrier
+between blocks) and each arm's rate is its writes over the sum of its blocks' times.
 """
 from __future__ import annotations
 
@@ -22,38 +21,23 @@ from bench import servers, synthetic
 from bench.report import Goal, LoadWatch, Report, machine, median
 
 WRITERS = 4
-SIZES = {"full": dict(per_writer=2000, large=100_000, block=100, race_trials=30, proposed=True),
-         "quick": dict(per_writer=500, large=30_000, block=100, race_trials=20, proposed=True),
-         # smoke: fewer process starts (the proposed write runs in p1's smoke too)
-         "smoke": dict(per_writer=10, large=None, block=5, race_trials=3, proposed=False)}
+SIZES = {"full": dict(per_writer=2000, large=100_000, block=100, race_trials=30),
+         "quick": dict(per_writer=500, large=30_000, block=100, race_trials=20),
+         "smoke": dict(per_writer=10, large=None, block=5, race_trials=3)}
 GOAL = 500.0
 
 
-def write_function(which: str):
-    """The worker's write ("current") or a fix proposed for it (bench.proposed)."""
+def _writer(db: str, blocks: list[list[tuple[int, int, int]]], barrier, out) -> None:
+    """Write each block's rows; every block starts and ends together."""
     from worker import store
 
-    if which == "current":
-        return store.write_result
-    from bench import proposed
-
-    return {"proposed": proposed.write_result_exists,
-            "one-commit": proposed.write_result_exists_one_commit}[which]
-
-
-def _writer(db: str, blocks: list[tuple[str, list[tuple[int, int, int]]]], barrier, out) -> None:
-    """Write each block's rows with its arm's function; every block starts and ends together."""
-    from worker import store
-
-    store.write_result  # noqa: B018 (imports and connects before the clock starts)
-    for index, (which, jobs) in enumerate(blocks):
-        write = write_function(which)
+    for index, jobs in enumerate(blocks):
         rows = [synthetic.result_row(t, e, v) for e, t, v in jobs]
         barrier.wait()
         started, cpu, latencies = time.time(), time.process_time(), []
         for row in rows:
             t = time.perf_counter()
-            store.with_db_retry(write, db, row)
+            store.with_db_retry(store.write_result, db, row)
             latencies.append(time.perf_counter() - t)
         out.put((index, started, time.time(), latencies, time.process_time() - cpu))
     barrier.wait()
@@ -72,7 +56,7 @@ def _run_writers(db: str, plans: list[list]) -> list[tuple]:
 
 
 def blocks_plan(arms: dict, block: int) -> tuple[list[list], list[str]]:
-    """Per writer, a list of (arm, jobs) blocks; arms rotate block by block (a b c, c b a, ...)."""
+    """Per writer, a list of blocks of jobs; arms rotate block by block (a b c, c b a, ...)."""
     names = list(arms)
     rounds = len(next(iter(arms.values()))["jobs"]) // (block * WRITERS)
     plans, order = [[] for _ in range(WRITERS)], []
@@ -81,12 +65,13 @@ def blocks_plan(arms: dict, block: int) -> tuple[list[list], list[str]]:
             jobs = arms[name]["jobs"][r * block * WRITERS:(r + 1) * block * WRITERS]
             order.append(name)
             for w in range(WRITERS):
-                plans[w].append((arms[name]["which"], jobs[w::WRITERS]))
+                plans[w].append(jobs[w::WRITERS])
     return plans, order
 
 
 def open_task_check_ms(db: str, experiment_id: int) -> dict:
-    """The open-task check the write ends with, COUNT(*) (current) vs EXISTS (proposed)."""
+    """The open-task check, timed alone: COUNT(*) (the write's first version) vs EXISTS
+    (worker.store.finish_experiment_if_done)."""
     from shared.db import session_scope
 
     where = "experiment_id = :e AND status IN ('queued', 'running')"
@@ -103,14 +88,14 @@ def open_task_check_ms(db: str, experiment_id: int) -> dict:
     return out
 
 
-def last_write_race(db: str, tmp: Path, trials: int, which: str) -> dict:
+def last_write_race(db: str, tmp: Path, trials: int) -> dict:
     """Experiments of WRITERS tasks, each writer writing one of them at the same moment:
     how often is the experiment left open although every task has its result?"""
     from shared.db import session_scope
 
     data = synthetic.dataset(tmp / "race.csv", WRITERS)
     experiments = [synthetic.experiment(db, data, queue="bench-p6-race") for _ in range(trials)]
-    plans = [[(which, [(e, ids[w], v)]) for e, ids, v in experiments] for w in range(WRITERS)]
+    plans = [[[(e, ids[w], v)] for e, ids, v in experiments] for w in range(WRITERS)]
     _run_writers(db, plans)
     with session_scope(db) as s:
         left_open = s.execute(
@@ -125,23 +110,18 @@ def run(size: str = "full") -> Report:
     with servers.servers() as srv, tempfile.TemporaryDirectory(prefix="bench-p6-") as tmp:
         tmp, db = Path(tmp), srv.db
 
-        def arm(tasks: int, which: str, tag: str) -> dict:
+        def arm(tasks: int, tag: str) -> dict:
             data = synthetic.dataset(tmp / f"{tag}.csv", tasks)
             eid, ids, vid = synthetic.experiment(db, data, f"bench-p6-{tag}")
-            return {"which": which, "tasks": tasks, "experiment_id": eid,
-                    "jobs": [(eid, t, vid) for t in ids[:writes]]}
+            return {"tasks": tasks, "experiment_id": eid, "jobs": [(eid, t, vid) for t in ids[:writes]]}
 
-        arms = {f"current, {writes:,}-task experiment": arm(writes, "current", "small")}
+        arms = {f"current, {writes:,}-task experiment": arm(writes, "small")}
         if cfg["large"]:
-            arms[f"current, {cfg['large']:,}-task experiment"] = arm(cfg["large"], "current", "large")
+            arms[f"current, {cfg['large']:,}-task experiment"] = arm(cfg["large"], "large")
             check = open_task_check_ms(db, arms[f"current, {cfg['large']:,}-task experiment"]["experiment_id"])
-        if cfg["proposed"]:
-            arms[f"proposed, {cfg['large']:,}-task experiment"] = arm(cfg["large"], "proposed", "proposed")
-            arms[f"proposed one-commit, {cfg['large']:,}-task experiment"] = arm(cfg["large"], "one-commit", "one")
         plans, order = blocks_plan(arms, cfg["block"])
         got = _run_writers(db, plans)
-        race = {w: last_write_race(db, tmp, cfg["race_trials"], w)
-                for w in (("current", "proposed") if cfg["proposed"] else ("current",))}
+        race = {"current": last_write_race(db, tmp, cfg["race_trials"])}
         from shared.db import session_scope
 
         with session_scope(db) as s:
@@ -175,15 +155,13 @@ def run(size: str = "full") -> Report:
     for w, r in race.items():
         figures[f"last {WRITERS} tasks written at once, {w} write: left open"] = \
             f"{r['left_open']} of {r['trials']}"
-    current_worst = min(r for name, r in rates.items() if name.startswith("current"))
-    notes = ["each write is its own transaction (insert result, update task, count open tasks, maybe close "
-             "the experiment) with its commit, as a worker does it; 4 writer processes + Postgres share 2 cores",
-             "'proposed' = bench/proposed.py write_result_exists (close = one UPDATE ... WHERE NOT EXISTS (open "
-             "task), run after the commit: a second commit); 'one-commit' = that UPDATE inside the write's "
-             "transaction (the last-writers race stays)"]
-    if any(r["left_open"] for r in race.values()):
-        notes.append("experiments were left open although every task has its result: writers finishing the last "
-                     "tasks at once each still see the other's task open (READ COMMITTED), so none closes it")
+    current_worst = min(rates.values())
+    notes = ["each write is two transactions, as a worker makes it: insert result + update task, commit; then "
+             "one UPDATE ... WHERE finished_at IS NULL AND NOT EXISTS (open task) closing the experiment, "
+             "commit; 4 writer processes + Postgres share 2 cores"]
+    if race["current"]["left_open"]:
+        notes.append("experiments were left open although every task has its result: a regression, the close "
+                     "after the commit (worker.store.finish_experiment_if_done) should leave none open")
     return Report(
         bench="p6-writes", title=f"result writes into Postgres from {WRITERS} concurrent writer processes",
         size=size,

@@ -33,32 +33,7 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def enqueue_batched(db: str, app, experiment_id: int) -> int:
-    """`enqueue_pending` with kombu's pipelined publishing (`Producer.batch`, kombu >= 5.7):
-    the fix proposed for scheduler/submit.py, measured here next to the current code."""
-    import sqlalchemy as sa
-
-    from scheduler.submit import BATCH
-    from shared.celery_app import INFER_TASK
-    from shared.db import session_scope
-    from shared.models import Task, TaskStatus, Variant, utcnow
-
-    with session_scope(db) as s:
-        rows = s.execute(sa.select(Task.id, Variant.queue).join(Variant, Variant.id == Task.variant_id)
-                         .where(Task.experiment_id == experiment_id, Task.status == TaskStatus.QUEUED,
-                                Task.enqueued_at.is_(None))
-                         .order_by(Task.sample_index, Task.repeat, Task.variant_id)).all()
-    for start in range(0, len(rows), BATCH):
-        batch = rows[start:start + BATCH]
-        with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
-            for task_id, queue in batch:
-                app.send_task(INFER_TASK, args=[task_id], queue=queue, producer=producer)
-        with session_scope(db) as s:
-            s.execute(sa.update(Task).where(Task.id.in_([r[0] for r in batch])).values(enqueued_at=utcnow()))
-    return len(rows)
-
-
-def child(dataset_path: str, mode: str) -> dict:
+def child(dataset_path: str) -> dict:
     """Runs in a fresh process: the submit path, phase by phase."""
     from scheduler.dataset import load_samples
     from scheduler.submit import enqueue_pending, write_experiment
@@ -66,49 +41,47 @@ def child(dataset_path: str, mode: str) -> dict:
 
     rss_start = peak_rss_mb()
     t0 = time.perf_counter()
-    spec = synthetic.spec(Path(dataset_path), f"{QUEUE}-{mode}", name=f"bench-p5-{mode}")
+    spec = synthetic.spec(Path(dataset_path), QUEUE, name="bench-p5")
     samples, examples = load_samples(spec.dataset, spec.prompt.few_shot)
     t1 = time.perf_counter()
     db, broker = os.environ["GREENCTL_DATABASE_URL"], os.environ["GREENCTL_BROKER_URL"]
     experiment_id = write_experiment(db, spec, samples, examples)
     t2 = time.perf_counter()
-    enqueue = enqueue_pending if mode == "current" else enqueue_batched
-    sent = enqueue(db, configure(broker, db), experiment_id)
+    sent = enqueue_pending(db, configure(broker, db), experiment_id)
     t3 = time.perf_counter()
     return {"tasks": len(samples), "sent": sent, "read_s": t1 - t0, "write_s": t2 - t1,
             "enqueue_s": t3 - t2, "submit_s": t3 - t0, "rss_after_imports_mb": rss_start,
             "peak_rss_mb": peak_rss_mb()}
 
 
-def _queue_length(broker: str, mode: str) -> int:
+def _queue_length(broker: str) -> int:
     import redis
 
-    return redis.Redis.from_url(broker).llen(f"{QUEUE}-{mode}")
+    return redis.Redis.from_url(broker).llen(QUEUE)
 
 
-def _child_run(srv, data: Path, mode: str) -> dict:
+def _child_run(srv, data: Path) -> dict:
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "bench.scheduler_scale", "--child", str(data), mode],
+    proc = subprocess.run([sys.executable, "-m", "bench.scheduler_scale", "--child", str(data)],
                           env=srv.env(), cwd=servers.ROOT, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"scheduler child failed: {proc.stderr[-2000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    return out | {"process_s": time.perf_counter() - started, "queued": _queue_length(srv.broker, mode)}
+    return out | {"process_s": time.perf_counter() - started, "queued": _queue_length(srv.broker)}
 
 
 def run(size: str = "full") -> Report:
     cfg, watch = SIZES[size], LoadWatch()
     with servers.servers() as srv, tempfile.TemporaryDirectory(prefix="bench-p5-") as tmp:
         data = synthetic.dataset(Path(tmp) / "synthetic.csv", cfg["tasks"])
-        out = {mode: _child_run(srv, data, mode) for mode in ("current", "batched")}
-    cur, bat = out["current"], out["batched"]
+        cur = _child_run(srv, data)
     smoke = size == "smoke"
     return Report(
         bench="p5-scheduler", title="expand and enqueue one experiment (write_experiment + enqueue_pending)",
         size=size,
         inputs={"tasks": cfg["tasks"], "dataset": "synthetic CSV, 1 variant x 1 repeat", "servers": srv.kind,
                 "prompt": "label-only (few-shot 0: every row is in the sample)",
-                "runs": "current code, then the proposed pipelined enqueue, each in a fresh process"},
+                "runs": "the current code, in a fresh process"},
         figures={"submit time, read to last message (s)": cur["submit_s"],
                  "  read + sample dataset (s)": cur["read_s"],
                  "  write experiment + tasks, one transaction (s)": cur["write_s"],
@@ -118,22 +91,21 @@ def run(size: str = "full") -> Report:
                  "process wall incl. Python start + imports (s)": cur["process_s"],
                  "peak RSS (MB)": cur["peak_rss_mb"],
                  "RSS after imports (MB)": cur["rss_after_imports_mb"],
-                 "messages in the queue": cur["queued"],
-                 "proposed: enqueue with Producer.batch (s)": bat["enqueue_s"],
-                 "proposed: submit time (s)": bat["submit_s"]},
+                 "messages in the queue": cur["queued"]},
         goals=[Goal(f"{cfg['tasks']:,}-task submit <= {GOAL_S:g} s", cur["submit_s"],
                     None if smoke else cur["submit_s"] <= GOAL_S),
                Goal("every task enqueued exactly once", cur["queued"],
-                    cur["queued"] == cur["tasks"] == cur["sent"] and bat["queued"] == bat["tasks"])],
-        details=out,
+                    cur["queued"] == cur["tasks"] == cur["sent"])],
+        details={"current": cur},
         notes=["peak RSS is the child's VmHWM: all rows of the task table are built in memory by "
                "write_experiment and all (id, queue) pairs are read by enqueue_pending, so it grows with N",
-               "each message costs one Redis round trip plus Celery's 'task-sent' event (task_send_sent_event) "
-               "in the current code; kombu's Producer.batch pipelines them"],
+               "messages are published pipelined (kombu's Producer.batch, up to 1000 per round trip) and "
+               "without Celery's 'task-sent' event (task_send_sent_event=False); what remains per message "
+               "is mostly Celery's own Python"],
         machine=machine(watch),
     )
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
-        print(json.dumps(child(sys.argv[2], sys.argv[3])))
+        print(json.dumps(child(sys.argv[2])))
