@@ -175,3 +175,14 @@ def expected_metrics(rows: list[dict], labels: list[str] = LABELS) -> dict:
                         ("output_tokens_mean", "output_tokens")):
         out[key] = float(np.mean([r[column] for r in rows]))
     return out
+
+
+def seed_with_truth(url: str, **kw) -> tuple[int, dict]:
+    """Seed an experiment; (its id, per-variant metrics from a fresh scikit-learn pass
+    over the stored rows, with n_failed)."""
+    seeded = seed_experiment(url, **kw)
+    rows = stored_rows(url, seeded.experiment_id)
+    truth = {name: expected_metrics(rows[name]) for name in rows}
+    for name, n_failed in failed_counts(url, seeded.experiment_id).items():
+        truth[name]["n_failed"] = n_failed
+    return seeded.experiment_id, truth

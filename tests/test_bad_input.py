@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from greenctl.cli import main
 from tests.conftest import SYSTEM_REDIS
 from tests.processes import MODEL, base_env, greenctl
+from tests.spec_edits import DELETE, edit
 
 REDIS_DB = 11
 TABLES = ("experiment", "variant", "task", "result")
@@ -39,24 +40,6 @@ def good_spec(data: str = "data.csv") -> dict:
     }
 
 
-def edit(path: str, value) -> Callable[[dict], dict]:
-    """An edit of the good spec: the field at dotted `path` ([i] for list items) set to
-    `value`, or deleted when value is DELETE."""
-    def apply(spec: dict) -> dict:
-        parts = path.replace("[", ".").replace("]", "").split(".")
-        node = spec
-        for p in parts[:-1]:
-            node = node[int(p)] if p.isdigit() else node.setdefault(p, {})
-        last = int(parts[-1]) if parts[-1].isdigit() else parts[-1]
-        if value is DELETE:
-            del node[last]
-        else:
-            node[last] = value
-        return spec
-    return apply
-
-
-DELETE = object()
 
 
 @dataclass

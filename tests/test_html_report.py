@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from greenctl.cli import main
-from report_fixtures import UNIT_FACTORS, expected_metrics, failed_counts, seed_experiment, stored_rows
+from report_fixtures import UNIT_FACTORS, seed_experiment, seed_with_truth
 
 VARIANTS = ("f16", "q8_0", "q4_0")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -73,13 +73,9 @@ def seeded():
 
     url = make_database()
     migrate(url)
-    exp = seed_experiment(url, variants=VARIANTS, samples=30, failed=2)
-    rows = stored_rows(url, exp.experiment_id)
-    truth = {name: expected_metrics(rows[name]) for name in VARIANTS}
-    for name, n_failed in failed_counts(url, exp.experiment_id).items():
-        truth[name]["n_failed"] = n_failed
+    experiment_id, truth = seed_with_truth(url, variants=VARIANTS, samples=30, failed=2)
     partial = seed_experiment(url, variants=VARIANTS, samples=12, failed=1, unfinished=4, seed=3, name="half-way")
-    yield {"url": url, "id": exp.experiment_id, "partial_id": partial.experiment_id, "truth": truth}
+    yield {"url": url, "id": experiment_id, "partial_id": partial.experiment_id, "truth": truth}
     drop_database(url)
 
 

@@ -12,8 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from greenctl.cli import main
-from report_fixtures import (LABELS, UNIT_FACTORS, expected_metrics, failed_counts, seed_experiment,
-                             stored_rows)
+from report_fixtures import LABELS, UNIT_FACTORS, seed_with_truth
 
 VARIANTS = ("f16", "q8_0", "q4_0")
 SCORES = ("accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "precision_macro", "recall_macro",
@@ -29,12 +28,8 @@ def experiment(tmp_path_factory):
 
     url = make_database()
     migrate(url)
-    seeded = seed_experiment(url, variants=VARIANTS, samples=30, failed=2)
-    rows = stored_rows(url, seeded.experiment_id)
-    truth = {name: expected_metrics(rows[name]) for name in VARIANTS}
-    for name, n_failed in failed_counts(url, seeded.experiment_id).items():
-        truth[name]["n_failed"] = n_failed
-    yield {"url": url, "id": seeded.experiment_id, "truth": truth}
+    experiment_id, truth = seed_with_truth(url, variants=VARIANTS, samples=30, failed=2)
+    yield {"url": url, "id": experiment_id, "truth": truth}
     drop_database(url)
 
 

@@ -5,6 +5,7 @@ import pytest
 
 from scheduler.spec import SpecError, load_spec, parse_spec
 from tests.processes import DATASET
+from tests.spec_edits import DELETE, edit
 
 GOOD = {
     "name": "x",
@@ -16,17 +17,7 @@ GOOD = {
 def with_(path: str, value):
     """GOOD with one field (dotted path, [i] for lists) replaced; value None deletes it."""
     import copy
-    data = copy.deepcopy(GOOD)
-    parts = path.replace("[", ".").replace("]", "").split(".")
-    node = data
-    for p in parts[:-1]:
-        node = node[int(p)] if p.isdigit() else node.setdefault(p, {})
-    last = int(parts[-1]) if parts[-1].isdigit() else parts[-1]
-    if value is None:
-        del node[last]
-    else:
-        node[last] = value
-    return data
+    return edit(path, DELETE if value is None else value)(copy.deepcopy(GOOD))
 
 
 def test_good_spec_has_defaults():
