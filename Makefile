@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench install clean down chromium
+.PHONY: demo test lint bench install clean down chromium
 
 install: $(STAMP)
 
@@ -18,13 +18,26 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/greenctl demo
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium lint
 	$(PY) -m pytest -q -p no:cacheprovider
+	COMPOSE_CHECK_OPTIONAL=1 $(MAKE) --no-print-directory compose-check
+
+# Layer contracts (pyproject.toml [tool.importlinter]) and ruff's small rule set ([tool.ruff]).
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/ruff check --quiet .
 
 # tests/test_html_report.py opens the HTML report in headless Chromium (Debian package `chromium`).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# docker-compose.yml built and run for real (tests/compose/check.sh): a private dockerd, images
+# from Debian packages, every healthcheck, `greenctl submit --wait`, Flower's auth, `down -v`.
+# From `make test` it is skipped, saying why, where no Docker engine can start (needs root).
+.PHONY: compose-check
+compose-check: $(STAMP)
+	PY=$(PY) bash tests/compose/check.sh
 
 bench: $(STAMP)
 	$(PY) -m bench all

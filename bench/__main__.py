@@ -1,7 +1,7 @@
 """python -m bench <name>|all [--json] [--quick]
 
 Names: p1/pipeline, p2/energy, p3/prefix, p4/tracking, p5/scheduler, p6/writes,
-scaling. With --json, stdout is one JSON line per benchmark (text goes to stderr).
+scaling, p7/report. With --json, stdout is one JSON line per benchmark (text goes to stderr).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ BENCHMARKS = {
     "p5": ("bench.scheduler_scale", ("scheduler",)),
     "p6": ("bench.result_writes", ("writes",)),
     "scaling": ("bench.scaling", ()),
+    "p7": ("bench.report_build", ("report",)),
 }
 
 

@@ -42,25 +42,26 @@ class _NoPrefixReuse:
 
 def paper_engine(threads: int):
     """A second engine (its own llama.cpp slot), so the two protocols never share a cache."""
+    from shared.config import Settings
     from worker.engines.embedded import EmbeddedEngine
 
-    engine = EmbeddedEngine(threads=threads)
+    engine = EmbeddedEngine(threads=threads, cache_dir=Settings.from_env().cache_dir)
     engine.load(workload.MODEL, workload.VARIANT)
     engine._current.server = _NoPrefixReuse(engine._current.server)   # noqa: SLF001 (see class doc)
     return engine
 
 
 def measured(engine, request) -> dict:
-    from worker.prompts import parse_label
+    from shared.prompts import parse_label
 
-    meter, (pue, intensity) = workload.meter(), workload.grid()
+    meter = workload.meter()
     started = time.perf_counter()
     meter.begin("bench-p2")
     try:
         gen = engine.generate(request)
     finally:
-        reading = meter.end(pue, intensity)
-    return {"s": time.perf_counter() - started, "j": joules(reading.energy_kwh),
+        reading = meter.end("bench-p2")
+    return {"s": time.perf_counter() - started, "j": joules(reading.total_kwh),
             "prediction": parse_label(gen.text, workload.LABELS), "output_tokens": gen.output_tokens,
             "prompt_tokens": gen.prompt_tokens, "uncached": gen.prompt_tokens_uncached}
 

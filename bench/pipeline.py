@@ -17,7 +17,6 @@ by timing the worker's steps (claim, tracker window, result write) in a loop her
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 import uuid
@@ -36,7 +35,7 @@ GOAL = 0.97
 
 def bare_loop(threads: int, chosen, examples) -> dict:
     """(a): the engine alone; wall time of the loop, request building and parsing included."""
-    from worker.prompts import parse_label
+    from shared.prompts import parse_label
 
     engine = workload.loaded(threads)
     started = time.perf_counter()
@@ -67,11 +66,7 @@ def write_tasks(srv: servers.Servers, spec_path: Path) -> tuple[int, list[int]]:
 def celery_app(srv: servers.Servers):
     from shared.celery_app import configure
 
-    saved = {k: os.environ.get(k) for k in ("GREENCTL_DATABASE_URL", "GREENCTL_BROKER_URL")}
-    app = configure(srv.broker, srv.db)
-    for k, v in saved.items():   # configure() exports the URLs; this process must not keep them
-        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-    return app
+    return configure(srv.broker, srv.db)
 
 
 def pipeline_chunk(srv: servers.Servers, app, queue: str, task_ids: list[int]) -> dict:
@@ -109,7 +104,7 @@ def worker_steps(db: str, app, steps: int, tmp: Path) -> dict:
 
     data = synthetic.dataset(tmp / "steps.csv", steps)
     eid, ids, vid = synthetic.experiment(db, data, queue="bench-steps")
-    meter, (pue, intensity) = workload.meter(), workload.grid()
+    meter = workload.meter()
     known: dict = {}   # the worker's cache (WorkerRuntime.known_variants)
     t = {k: [] for k in ("claim", "write", "window", "ping", "events")}
 
@@ -121,7 +116,7 @@ def worker_steps(db: str, app, steps: int, tmp: Path) -> dict:
     with app.events.default_dispatcher() as events:
         for i in range(steps):
             timed("claim", store.claim, db, ids[i], "bench:steps", 600, known)
-            timed("window", lambda: (meter.begin(f"task-{i}"), meter.end(pue, intensity)))
+            timed("window", lambda: (meter.begin(f"task-{i}"), meter.end(f"task-{i}")))
             timed("write", store.write_result, db, synthetic.result_row(ids[i], eid, vid))
             # What pool_pre_ping adds to every transaction: one round trip.
             with get_engine(db).connect() as conn:

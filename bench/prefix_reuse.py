@@ -21,10 +21,10 @@ SIZES = {"full": dict(n=20, shots=(0, 3, 6, 20), gemma=True),
 def sliding_window(model: str, variant: str) -> int | None:
     """The model's attention window in tokens (GGUF header), None for full attention."""
     from shared.config import Settings
-    from worker import catalog
+    from worker import model_files
     from worker.quantize import _read_header
 
-    kv, _ = _read_header(catalog.resolve(Settings.from_env().cache_dir, model, variant))
+    kv, _ = _read_header(model_files.resolve(Settings.from_env().cache_dir, model, variant))
     return next((int(v) for k, v in kv.items() if k.endswith(".attention.sliding_window")), None)
 
 

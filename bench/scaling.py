@@ -11,7 +11,6 @@ lengths; energy and time per sample against the prompt tokens evaluated.
 from __future__ import annotations
 
 import csv
-import os
 import tempfile
 import time
 import uuid
@@ -35,12 +34,7 @@ def _submit(db: str, broker: str, spec_path: Path) -> int:
     from scheduler.submit import submit
     from shared.celery_app import configure
 
-    saved = {k: os.environ.get(k) for k in ("GREENCTL_DATABASE_URL", "GREENCTL_BROKER_URL")}
-    try:
-        return submit(db, configure(broker, db), load_spec(spec_path))
-    finally:   # configure() exports the URLs; this process must not keep them
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    return submit(db, configure(broker, db), load_spec(spec_path))
 
 
 def _rows(db: str, experiment_id: int) -> list:
@@ -55,14 +49,16 @@ def timed_run(srv, spec_path: Path, n: int) -> dict:
     """One experiment through the workers. Besides the energy the workers record per task,
     this process's own tracker (machine mode) is open over the whole run: the machine's
     energy per sample, which overlapping worker windows cannot double-count."""
-    meter, (pue, intensity) = workload.meter(), workload.grid()
+    # An observer over the workers' windows: it must not take the host-wide measuring lock
+    # the workers take turns on, or no worker could measure while it is open.
+    meter = workload.meter(host_lock=None)
     t0 = time.time()
     meter.begin("bench-scaling-run")
     try:
         experiment_id = _submit(srv.db, srv.broker, spec_path)
         servers.wait_for_results(srv.db, experiment_id, n, timeout=60 + 30 * n, poll_s=0.5)
     finally:
-        machine_j = joules(meter.end(pue, intensity).energy_kwh)
+        machine_j = joules(meter.end("bench-scaling-run").total_kwh)
     rows = _rows(srv.db, experiment_id)
     wall = rows[-1].created_at.timestamp() - t0
     return {"throughput": n / wall, "energy_j": joules(mean(r.energy_kwh for r in rows)),
@@ -80,7 +76,7 @@ def workers_layouts(cfg: dict, tmp: Path) -> tuple[dict, str]:
             specs[name] = servers.write_spec(tmp / f"scale-{name}.yaml", sample=cfg["n"], queue=queues[name])
             warm[name] = servers.write_spec(tmp / f"warm-{name}.yaml", sample=2 * count, seed=7,
                                             queue=queues[name])
-        workload.meter()   # this process's tracker, started before timing
+        workload.meter(host_lock=None)   # this process's tracker, started before timing
         for name, path in warm.items() if cfg.get("warm_up", True) else ():
             # every worker loads the model before timing
             servers.wait_for_results(srv.db, _submit(srv.db, srv.broker, path), 2 * LAYOUTS[name][0], 300)
@@ -107,7 +103,7 @@ def texts_of_length(tokens: int, count: int, seed: int) -> list[str]:
 
 def cost_curve(cfg: dict, threads: int) -> list[dict]:
     _, examples = workload.samples(30, workload.DEFAULT_PROMPT["few_shot"])
-    engine, meter, (pue, intensity) = workload.loaded(threads), workload.meter(), workload.grid()
+    engine, meter = workload.loaded(threads), workload.meter()
     def req(text):
         return workload.request(text, workload.DEFAULT_PROMPT, workload.DEFAULT_PARAMS, examples)
     engine.generate(req("warm-up"))
@@ -120,9 +116,9 @@ def cost_curve(cfg: dict, threads: int) -> list[dict]:
             try:
                 gen = engine.generate(req(texts[n][i]))
             finally:
-                reading = meter.end(pue, intensity)
+                reading = meter.end("bench-curve")
             measured[n].append((gen.prompt_tokens_uncached, time.perf_counter() - started,
-                                joules(reading.energy_kwh)))
+                                joules(reading.total_kwh)))
     return [{"target_tokens": n, "tokens_evaluated": mean(m[0] for m in ms),
              "ms": 1e3 * mean(m[1] for m in ms), "energy_j": mean(m[2] for m in ms)}
             for n, ms in measured.items()]

@@ -25,7 +25,6 @@ ARMS = ("without", "with")   # no window / the worker's meter
 
 def one_task(engine, request, meter) -> tuple[float, float]:
     """(seconds, joules) of one task; meter None = no window."""
-    pue, intensity = workload.grid()
     started = time.perf_counter()
     if meter is None:
         engine.generate(request)
@@ -34,8 +33,8 @@ def one_task(engine, request, meter) -> tuple[float, float]:
     try:
         engine.generate(request)
     finally:
-        reading = meter.end(pue, intensity)
-    return time.perf_counter() - started, joules(reading.energy_kwh)
+        reading = meter.end("bench-p4")
+    return time.perf_counter() - started, joules(reading.total_kwh)
 
 
 def paired_order(n: int, arms: tuple[str, ...] = ARMS):
@@ -54,12 +53,12 @@ def paired_order(n: int, arms: tuple[str, ...] = ARMS):
 
 
 def window_alone(count: int) -> float:
-    meter, (pue, intensity) = workload.meter(), workload.grid()
+    meter = workload.meter()
     costs = []
     for _ in range(count):
         started = time.perf_counter()
         meter.begin("bench-p4-empty")
-        meter.end(pue, intensity)
+        meter.end("bench-p4-empty")
         costs.append(time.perf_counter() - started)
     return median(costs)
 

@@ -54,9 +54,10 @@ def request(text: str, prompt: dict, params: dict, examples=(), model: str = MOD
 @functools.lru_cache(maxsize=4)
 def engine(threads: int):
     """One embedded engine per thread count, shared by the benchmarks of one process."""
+    from shared.config import Settings
     from worker.engines.embedded import EmbeddedEngine
 
-    return EmbeddedEngine(threads=threads)
+    return EmbeddedEngine(threads=threads, cache_dir=Settings.from_env().cache_dir)
 
 
 def loaded(threads: int, model: str = MODEL, variant: str = VARIANT):
@@ -66,18 +67,11 @@ def loaded(threads: int, model: str = MODEL, variant: str = VARIANT):
 
 
 @functools.lru_cache(maxsize=1)
-def meter():
+def meter(**options):
     """The worker's meter (one long-lived CodeCarbon tracker); starting it costs seconds."""
     from worker.energy import EnergyMeter
 
-    return EnergyMeter()
-
-
-def grid() -> tuple[float, float]:
-    """(PUE, kg CO2e/kWh) for readings: Canada's grid, as the bundled demo."""
-    from worker.energy import grid_intensity_kg_per_kwh
-
-    return 1.0, grid_intensity_kg_per_kwh("CAN")
+    return EnergyMeter(**options)
 
 
 def macro_f1(truth: list[str], predicted: list[str | None]) -> float:

@@ -11,4 +11,6 @@ our own measurements:
 - local      refits for CPU inference from measured results, JSON fit
 - validation MAPE against LLM-Perf; reproduce runs the whole experiment
 - estimate   one request's estimate from a fit; store / tasks: Postgres and Celery
+- plan       an experiment's per-variant figures and totals before it runs (`greenctl plan`)
+- grading    estimates recorded before each inference vs their measurements (MAPE, coverage)
 """

@@ -30,8 +30,35 @@ _DTYPE_BITS = {"float16": 16, "bfloat16": 16, "float32": 32}
 
 @functools.lru_cache(maxsize=1)
 def model_cards() -> pd.DataFrame:
-    """model -> params (count), layers, moe (0/1), used_by."""
-    return pd.read_csv(MODEL_CARDS).set_index("model")
+    """model -> params (count), layers, moe (0/1), used_by, aliases (space-separated Ollama tags)."""
+    return pd.read_csv(MODEL_CARDS, keep_default_na=False, na_values={"params": [""], "layers": [""]}
+                       ).set_index("model")
+
+
+def _ollama_name(name: str) -> str:
+    """An Ollama model name as its library resolves it: lower case, `:latest` when untagged."""
+    low = name.strip().lower()
+    return low if ":" in low else f"{low}:latest"
+
+
+def card_name(name: str) -> str | None:
+    """The model_cards row a model name refers to, or None.
+
+    Exact names first (facebook/opt-6.7b, smollm2:135m-instruct); then Ollama tags:
+    an alias matches the whole tag or its prefix up to a "-" (llama3.2:1b matches
+    llama3.2:1b-instruct-q4_K_M), the longest alias winning; a bare name means
+    its :latest tag (mistral -> mistral:latest), as Ollama resolves it."""
+    cards = model_cards()
+    if name in cards.index:
+        return name
+    wanted = _ollama_name(name)
+    best, best_len = None, 0
+    for model, aliases in cards["aliases"].items():
+        for alias in str(aliases).split():
+            alias = alias.lower()
+            if (wanted == alias or wanted.startswith(alias + "-")) and len(alias) > best_len:
+                best, best_len = model, len(alias)
+    return best
 
 
 def helm_models() -> pd.DataFrame:

@@ -45,7 +45,9 @@ def gpu(fit_json: dict, profile: hardware.GpuProfile, req: Request, *,
         "detail": {"prompt_encoding_s": float(row["prompt_encoding_s"]),
                    "per_output_token_s": float(row["per_token_s"]),
                    "devices": int(row["devices"]), "layers": int(row["layers"]),
-                   "power_w": profile.tdp_w * profile.utilization * row["devices"] + profile.host_w,
+                   # mean power of the request at the meter (W), whichever power model
+                   "power_w": float(row["energy_kwh"] * 3.6e6 / profile.pue / row["e2e_s"]),
+                   "power_model": profile.power_model,
                    "pue": profile.pue},
     }
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-JOULES_PER_KWH = 3.6e6
+from shared.accounting import at_the_wall, co2e_kg, kwh_from_joules, kwh_from_watts
 
 # Paper defaults (Sec. IV-A1): NVIDIA A100-80GB, utilization 26 %, PUE 1.1.
 A100_TDP_W = 400.0
@@ -45,12 +45,27 @@ def energy_kwh(runtime_s: float, devices: float = 1.0, *, tdp_w: float = A100_TD
     accelerators only, so its default is 0.
     """
     watts = devices * tdp_w * utilization + host_w
-    return watts * runtime_s * pue / JOULES_PER_KWH
+    return at_the_wall(kwh_from_watts(watts, runtime_s), pue)
+
+
+def bandwidth_energy_kwh(prompt_s, e2e_s, busy, devices=1.0, *, tdp_w: float = A100_TDP_W,
+                         idle_fraction: float = 0.15, host_w: float = 0.0, pue: float = 1.0):
+    """Energy (kWh) with a memory-bandwidth power model instead of a fixed utilization.
+
+    Prefill is compute-bound: the devices draw TDP for prompt_s (s). Each decode step
+    draws idle + (TDP - idle) x busy, busy (0..1) being the share of the step spent
+    streaming weights at spec-sheet bandwidth (memory floor / step time), for the rest
+    of e2e_s. idle = idle_fraction x TDP (W). host_w (W) runs for all of e2e_s; x pue."""
+    idle = idle_fraction * tdp_w
+    decode_s = e2e_s - prompt_s
+    device_j = devices * (prompt_s * tdp_w + decode_s * (idle + (tdp_w - idle) * busy))
+    return at_the_wall(kwh_from_joules(device_j + host_w * e2e_s), pue)
 
 
 def co2_kg(energy: float, carbon_intensity: float = DEFAULT_CARBON_INTENSITY) -> float:
-    """Operational emissions (kg CO2e) = energy (kWh) x grid carbon intensity (kg CO2e/kWh)."""
-    return energy * carbon_intensity
+    """Operational emissions (kg CO2e) = energy (kWh) x grid carbon intensity (kg CO2e/kWh),
+    at R-ICE's default intensity (shared.accounting.co2e_kg)."""
+    return co2e_kg(energy, carbon_intensity)
 
 
 def weight_bytes(params: float, bits: float = 16.0) -> float:

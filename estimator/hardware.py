@@ -26,6 +26,10 @@ class GpuProfile:
     utilization: float = formulas.DEFAULT_UTILIZATION
     pue: float = formulas.DEFAULT_PUE
     host_w: float = 0.0
+    # "utilization": devices x TDP x utilization (the paper's); "bandwidth": prefill at TDP,
+    # decode at idle + the share of each step spent streaming weights (formulas.bandwidth_energy_kwh).
+    power_model: str = "utilization"
+    idle_fraction: float = 0.15     # idle draw as a fraction of TDP, for the bandwidth model
     note: str = ""
 
     def peak_flops(self, bits: float) -> float:
@@ -52,8 +56,9 @@ PROFILES: dict[str, GpuProfile] = {
     for p in (
         GpuProfile(name="a100-helm", **_A100_80GB,
                    note="HELM idealized runtime stack (Megatron-LM, fp16); paper energy defaults"),
-        GpuProfile(name="a100-llm-perf", **_A100_80GB, pue=1.0, host_w=LLM_PERF_HOST_W,
-                   note="LLM-Perf 1xA100 box: accounting as its meter (NVML + CodeCarbon CPU/RAM), PUE 1"),
+        GpuProfile(name="a100-llm-perf", **_A100_80GB, pue=1.0, host_w=LLM_PERF_HOST_W, power_model="bandwidth",
+                   note="LLM-Perf 1xA100 box: accounting as its meter (NVML + CodeCarbon CPU/RAM), PUE 1; "
+                        "GPU power from the memory-bandwidth model"),
     )
 }
 

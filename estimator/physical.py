@@ -213,7 +213,7 @@ def latency(fit_json: dict, *, params, bits=16, prompt_tokens, output_tokens,
     beta = part("per_token", 1)
     e2e = prompt + np.maximum(a["o"] - 1, 0) * beta
     return {"prompt_encoding_s": prompt, "per_token_s": beta, "e2e_s": e2e,
-            "devices": devices, "layers": layers}
+            "devices": devices, "layers": layers, "busy": np.clip(floor / beta, 0.0, 1.0)}
 
 
 def predict(fit_json: dict, profile: GpuProfile, *, params, bits=16, prompt_tokens, output_tokens,
@@ -226,9 +226,15 @@ def predict(fit_json: dict, profile: GpuProfile, *, params, bits=16, prompt_toke
     df["e2e_low_s"] = df["e2e_s"] * iv["low_factor"]
     df["e2e_high_s"] = df["e2e_s"] * iv["high_factor"]
     for suffix in ("", "_low", "_high"):
-        df[f"energy{suffix}_kwh"] = [
-            formulas.energy_kwh(t, d, tdp_w=profile.tdp_w, utilization=profile.utilization,
-                                pue=profile.pue, host_w=profile.host_w)
-            for t, d in zip(df[f"e2e{suffix}_s"], df["devices"])]
+        if profile.power_model == "bandwidth":   # the interval scales the whole request's time
+            scale = df[f"e2e{suffix}_s"] / df["e2e_s"]
+            df[f"energy{suffix}_kwh"] = formulas.bandwidth_energy_kwh(
+                df["prompt_encoding_s"] * scale, df[f"e2e{suffix}_s"], df["busy"], df["devices"],
+                tdp_w=profile.tdp_w, idle_fraction=profile.idle_fraction, host_w=profile.host_w, pue=profile.pue)
+        else:
+            df[f"energy{suffix}_kwh"] = [
+                formulas.energy_kwh(t, d, tdp_w=profile.tdp_w, utilization=profile.utilization,
+                                    pue=profile.pue, host_w=profile.host_w)
+                for t, d in zip(df[f"e2e{suffix}_s"], df["devices"])]
         df[f"co2{suffix}_kg"] = formulas.co2_kg(df[f"energy{suffix}_kwh"], carbon_intensity)
     return df

@@ -9,17 +9,16 @@ result is cheap.
 from __future__ import annotations
 
 import logging
-import os
 
 from estimator import local, store
-from shared.celery_app import REFIT_TASK, app, database_url
+from shared.celery_app import REFIT_TASK, app, database_url, process_settings
 
 log = logging.getLogger(__name__)
-DEFAULT_REFIT_EVERY = 50
 
 
 def refit_every() -> int:
-    return int(os.environ.get("GREENCTL_REFIT_EVERY", DEFAULT_REFIT_EVERY))
+    """New results that trigger a refit: the process's settings (GREENCTL_REFIT_EVERY)."""
+    return process_settings().refit_every
 
 
 def refit(hardware_profile: str, database_url: str, *, every: int | None = None, force: bool = False) -> dict:

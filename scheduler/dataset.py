@@ -75,6 +75,26 @@ def choose_indices(labels: np.ndarray, sample: int | None, stratify: bool, seed:
     return np.sort(chosen)
 
 
+def round_order(labels: np.ndarray, seed: int) -> np.ndarray:
+    """An order of positions 0..n-1 of a sample (its true `labels`) such that every prefix
+    is itself stratified: after k picks each label has floor or ceil of k x its share
+    (largest deficit first, ties in label order). Deterministic from `seed`; pure.
+    Used to run a stop-when-decided experiment in rounds (scheduler.submit)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    kinds, counts = np.unique(labels, return_counts=True)
+    pools = [list(rng.permutation(np.flatnonzero(labels == k))) for k in kinds]
+    share = counts / counts.sum()
+    taken = np.zeros(len(kinds))
+    order = []
+    for k in range(len(labels)):
+        deficit = np.where([bool(p) for p in pools], (k + 1) * share - taken, -np.inf)
+        pick = int(np.argmax(deficit))
+        order.append(pools[pick].pop(0))
+        taken[pick] += 1
+    return np.asarray(order, dtype=int)
+
+
 def few_shot(frame: pd.DataFrame, exclude: np.ndarray, k: int, labels: list[str], seed: int
              ) -> list[tuple[str, str]]:
     """k examples outside the sample, taking labels in turn. Pure."""
@@ -92,7 +112,34 @@ def few_shot(frame: pd.DataFrame, exclude: np.ndarray, k: int, labels: list[str]
     return examples
 
 
-def load_samples(spec: DatasetSpec, few_shot_k: int = 0) -> tuple[list[Sample], list[tuple[str, str]]]:
+MAX_DATASET_BYTES = 512 * 2**20   # shared.config.Settings.max_dataset_bytes's default
+
+
+def check_regular_file(path: Path, max_bytes: int) -> None:
+    """Refuse what is not a regular file of at most `max_bytes` bytes, before it is opened:
+    a FIFO would block submit forever, /dev/zero would fill the memory."""
+    import stat
+
+    try:
+        st = path.stat()
+    except OSError:
+        return   # missing or unreadable: read_rows names it
+    if stat.S_ISDIR(st.st_mode):
+        return
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a device" if
+                stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket" if
+                stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        raise SpecError(f"dataset.path: {path} is {kind}: give the path of a regular CSV file")
+    if st.st_size > max_bytes:
+        raise SpecError(f"dataset.path: {path} is {st.st_size / 2**20:.1f} MiB, more than the "
+                        f"{max_bytes / 2**20:.1f} MiB limit: use a smaller file, or raise "
+                        "GREENCTL_MAX_DATASET_BYTES")
+
+
+def load_samples(spec: DatasetSpec, few_shot_k: int = 0, max_bytes: int = MAX_DATASET_BYTES
+                 ) -> tuple[list[Sample], list[tuple[str, str]]]:
+    check_regular_file(Path(spec.path), max_bytes)
     frame = read_rows(spec)
     idx = choose_indices(frame["label"].to_numpy(), spec.sample, spec.stratify, spec.seed)
     samples = [Sample(int(i), frame.at[i, "text"], frame.at[i, "label"]) for i in idx]

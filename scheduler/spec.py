@@ -1,7 +1,8 @@
 """The experiment file, as a pydantic model. Parsing has no side effects.
 
-Every error is turned into one line naming the field and the fix
-(`SpecError`), e.g. `models[0].variants: unknown quantization 'q3' ...`.
+Every error is turned into one line naming the field and the fix, and all of
+a file's errors are reported at once (`SpecError`, one line each), e.g.
+`models[0].variants: unknown quantization 'q3' ...`.
 """
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from worker.prompts import TEMPLATES
+from shared import catalog
+from shared.prompts import TEMPLATES
+from shared.variants import VariantError, ollama_tag
 
-EMBEDDED_VARIANTS = ("f16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "q4_k_m")
 MAX_TASKS = 10_000_000
 MAX_SEED = 2**32 - 1     # numpy/scikit-learn and llama.cpp take 32-bit unsigned seeds
 QUEUE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
@@ -83,22 +85,15 @@ class ModelSpec(_Strict):
         if len(set(self.variants)) != len(self.variants):
             dup = next(v for v in self.variants if self.variants.count(v) > 1)
             raise ValueError(f"variant {dup!r} is listed twice: list each variant once")
-        if self.engine == "embedded":
-            from worker.catalog import CATALOG
-            if self.name not in CATALOG:
-                raise ValueError(f"model {self.name!r} is not in the embedded catalog: "
-                                 f"use one of {', '.join(CATALOG)} (see `greenctl models list`)")
-            bad = [v for v in self.variants if v not in EMBEDDED_VARIANTS]
-            if bad:
-                raise ValueError(f"unknown quantization {bad[0]!r}: use one of {', '.join(EMBEDDED_VARIANTS)}")
-        if self.engine == "ollama":
-            from worker.engines.base import EngineError
-            from worker.engines.ollama import ollama_tag
+        try:
             for v in self.variants:
-                try:
+                if self.engine == "embedded":
+                    catalog.check_variant(self.name, v)     # the catalog the worker resolves files with
+                else:
                     ollama_tag(self.name, v)
-                except EngineError as exc:
-                    raise ValueError(str(exc)) from None
+        except VariantError as exc:
+            raise ValueError(f"{exc} (see `greenctl models list`)" if self.engine == "embedded"
+                             else str(exc)) from None
         if self.baseline is not None and self.baseline not in self.variants:
             raise ValueError(f"baseline {self.baseline!r} is not one of the variants {self.variants}")
         if self.params.beam_size > 1:
@@ -125,6 +120,36 @@ class PlacementSpec(_Strict):
     queue: str = Field(default="default", min_length=1, pattern=QUEUE_PATTERN)
 
 
+class StopSpec(_Strict):
+    """Stop when decided (shared.sequential): run samples in stratified rounds of
+    `check_every` after a first round of `min_samples`, stop once every paired
+    ΔF1 verdict is decided, at most `max_samples` (which replaces dataset.sample)."""
+    when: str
+    min_samples: int = Field(default=30, ge=2, le=MAX_TASKS)
+    max_samples: int = Field(default=600, ge=2, le=MAX_TASKS)
+    check_every: int = Field(default=30, ge=1, le=MAX_TASKS)
+    f1_tolerance: float = Field(default=0.03, gt=0.0, le=1.0)   # F1 points, a fraction 0..1
+
+    @field_validator("when")
+    @classmethod
+    def _known_rule(cls, v: str) -> str:
+        if v != "decided":
+            raise ValueError(f"unknown rule {v!r}: use when: decided")
+        return v
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> "StopSpec":
+        from shared.sequential import MIN_SAMPLES
+        if self.min_samples < MIN_SAMPLES:
+            raise ValueError(f"min_samples {self.min_samples} is too few: on fewer than {MIN_SAMPLES} samples "
+                             "the interval of each look is too narrow to trust: set min_samples: "
+                             f"{MIN_SAMPLES} or more")
+        if self.min_samples > self.max_samples:
+            raise ValueError(f"min_samples {self.min_samples} is more than max_samples {self.max_samples}: "
+                             "lower min_samples or raise max_samples")
+        return self
+
+
 class ExperimentSpec(_Strict):
     name: str = Field(min_length=1, max_length=200)
     dataset: DatasetSpec
@@ -133,6 +158,24 @@ class ExperimentSpec(_Strict):
     carbon: CarbonSpec = CarbonSpec()
     placement: PlacementSpec = PlacementSpec()
     repeats: int = Field(default=1, ge=1, le=100)
+    stop: StopSpec | None = None
+
+    @model_validator(mode="after")
+    def _stop_rule(self) -> "ExperimentSpec":
+        """With `stop:`, stop.max_samples is the sample size (dataset.sample is set to it)."""
+        if self.stop is None:
+            return self
+        if self.dataset.sample is not None and self.dataset.sample != self.stop.max_samples:
+            raise ValueError(f"dataset.sample: with stop: set, the sample size is stop.max_samples "
+                             f"({self.stop.max_samples}): remove dataset.sample")
+        if self.repeats != 1:
+            raise ValueError("stop: needs repeats: 1 (the rule compares variants sample by sample): "
+                             "set repeats: 1 or remove stop")
+        if not any(len(m.variants) >= 2 for m in self.models):
+            raise ValueError("stop: needs a model with two variants (a baseline and one to compare): "
+                             "add a variant or remove stop")
+        dataset = self.dataset.model_copy(update={"sample": self.stop.max_samples})
+        return self.model_copy(update={"dataset": dataset})
 
     @model_validator(mode="after")
     def _unique_models(self) -> "ExperimentSpec":
@@ -179,7 +222,29 @@ def _one_line(error: dict) -> str:
     if kind == "missing":
         return f"{_location(loc)}: required field is missing: add it"
     msg = msg.removeprefix("Value error, ")
+    if kind in _BOUNDS:   # pydantic names the bound; say what was given and what to do
+        return f"{_location(loc)}: {msg} (got {error.get('input')!r}): change it"
     return f"{_location(loc)}: {msg}"
+
+
+_BOUNDS = {"greater_than_equal", "greater_than", "less_than_equal", "less_than"}
+
+
+def error_lines(errors: list[dict]) -> list[str]:
+    """Every error, one line each, in file order. A required key that is missing
+    next to an unknown key that looks like it (`lables` for `labels`) is one
+    mistake, a misspelling: only the unknown key is reported, with the suggestion."""
+    unknown = {(e["loc"][:-1], str(e["loc"][-1])) for e in errors if e["type"] == "extra_forbidden"}
+    lines = []
+    for e in errors:
+        if e["type"] == "missing":
+            parent, name = e["loc"][:-1], str(e["loc"][-1])
+            if any(p == parent and difflib.get_close_matches(name, [u], n=1) for p, u in unknown):
+                continue
+        line = _one_line(e)
+        if line not in lines:
+            lines.append(line)
+    return lines
 
 
 MAX_VALUES = 100_000   # keys and values of an experiment file, YAML aliases expanded
@@ -223,7 +288,7 @@ def parse_spec(data: object, source: str = "experiment") -> ExperimentSpec:
     except SpecError as exc:
         raise SpecError(f"{source}: {exc}") from None
     except ValidationError as exc:
-        raise SpecError(f"{source}: {_one_line(exc.errors()[0])}") from None
+        raise SpecError("\n".join(f"{source}: {line}" for line in error_lines(exc.errors()))) from None
     except RecursionError:
         raise SpecError(f"{source}: nested too deeply: an experiment file is a few levels of "
                         "mappings and lists") from None

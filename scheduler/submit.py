@@ -9,18 +9,24 @@ by the reconcile job) sends them again.
 alive (`greenctl scheduler`), so a large experiment is enqueued in batches
 there, not in the CLI. `cancel_experiment` / `resume_experiment` back
 `greenctl cancel` / `greenctl resume`.
+
+With `stop:` in the spec, tasks of rounds after the first are written `held`
+(never sent, never claimed); scheduler.rounds releases or cancels them.
 """
 from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import sqlalchemy as sa
 
-from scheduler.dataset import Sample, load_samples
-from scheduler.spec import ExperimentSpec
+from scheduler.dataset import Sample, load_samples, round_order
+from scheduler.spec import ExperimentSpec, SpecError
 from shared.celery_app import INFER_TASK
 from shared.db import session_scope
-from shared.models import Experiment, Task, TaskStatus, Variant, utcnow
+from shared.models import Experiment, Task, Variant, utcnow
+from shared import sequential
+from shared.status import ExperimentStatus, TaskStatus
 
 BATCH = 5000
 
@@ -30,12 +36,42 @@ def experiment_record(spec: ExperimentSpec, examples: list[tuple[str, str]]) -> 
     return spec.model_dump(mode="json") | {"few_shot_examples": [list(e) for e in examples]}
 
 
+def sample_rounds(samples: list[Sample], spec: ExperimentSpec) -> dict[int, int]:
+    """Round of each sample (by dataset row) under the spec's stop rule: the samples in an
+    order whose every prefix is stratified (scheduler.dataset.round_order, from the dataset
+    seed), cut into sequential.round_sizes. Empty without `stop:`. Pure."""
+    if spec.stop is None:
+        return {}
+    order = round_order(np.array([smp.label for smp in samples], dtype=object), spec.dataset.seed)
+    rounds, start = {}, 0
+    for r, size in enumerate(sequential.round_sizes(spec.stop.min_samples, len(samples), spec.stop.check_every)):
+        rounds |= {samples[i].index: r for i in order[start:start + size]}
+        start += size
+    return rounds
+
+
+def stop_record(spec: ExperimentSpec, n_samples: int) -> dict | None:
+    """The stop record at submit: the rule, the planned looks and the method (see scheduler.rounds)."""
+    if spec.stop is None:
+        return None
+    stop = spec.stop
+    looks = sequential.planned_looks(min(stop.min_samples, n_samples), n_samples, stop.check_every)
+    level = sequential.look_level(looks)
+    n_boot = sequential.resamples_for(level)
+    return {"state": "running", "rule": stop.model_dump(mode="json"), "max_samples": n_samples,
+            "planned_looks": looks, "level": level, "n_boot": n_boot,
+            "method": sequential.method_text(looks, n_boot, spec.dataset.seed),
+            "n_samples": min(stop.min_samples, n_samples), "decided": False, "looks": []}
+
+
 def write_experiment(db: str, spec: ExperimentSpec, samples: list[Sample],
                      examples: list[tuple[str, str]]) -> int:
-    """Experiment, variants and tasks in ONE transaction; returns the experiment id."""
+    """Experiment, variants and tasks in ONE transaction; returns the experiment id.
+    With `stop:`, only the first round's tasks are `queued`; later rounds are `held`."""
+    rounds = sample_rounds(samples, spec)
     with session_scope(db) as s:
         experiment = Experiment(name=spec.name, spec=experiment_record(spec, examples),
-                                status=TaskStatus.QUEUED,
+                                status=ExperimentStatus.QUEUED, stop_outcome=stop_record(spec, len(samples)),
                                 n_tasks=len(samples) * spec.repeats * sum(len(m.variants) for m in spec.models))
         s.add(experiment)
         s.flush()
@@ -49,7 +85,9 @@ def write_experiment(db: str, spec: ExperimentSpec, samples: list[Sample],
                 s.flush()
                 rows = [dict(experiment_id=experiment.id, variant_id=variant.id,
                              sample_index=smp.index, repeat=r, text=smp.text, label=smp.label,
-                             status=TaskStatus.QUEUED, attempts=0)
+                             round=rounds.get(smp.index),
+                             status=TaskStatus.HELD if rounds.get(smp.index, 0) > 0 else TaskStatus.QUEUED,
+                             attempts=0)
                         for r in range(spec.repeats) for smp in samples]
                 for start in range(0, len(rows), BATCH):
                     s.execute(sa.insert(Task), rows[start:start + BATCH])
@@ -84,9 +122,21 @@ def enqueue_pending(db: str, app, experiment_id: int | None = None,
     return sent
 
 
-def submit(db: str, app, spec: ExperimentSpec) -> int:
+def check_task_count(n_samples: int, spec: ExperimentSpec, max_tasks: int) -> int:
+    """samples x variants x repeats, refused (SpecError) above `max_tasks`; checked before any write."""
+    n_variants = sum(len(m.variants) for m in spec.models)
+    n = n_samples * n_variants * spec.repeats
+    if n > max_tasks:
+        raise SpecError(f"repeats: {n_samples} samples x {n_variants} variants x {spec.repeats} repeats = "
+                        f"{n:,} tasks, more than the limit of {max_tasks:,}: lower dataset.sample, the "
+                        "variants or repeats, or raise GREENCTL_MAX_TASKS")
+    return n
+
+
+def submit(db: str, app, spec: ExperimentSpec, max_tasks: int = 1_000_000) -> int:
     """Validate the data, write everything in one transaction, enqueue; the experiment id."""
     samples, examples = load_samples(spec.dataset, spec.prompt.few_shot)
+    check_task_count(len(samples), spec, max_tasks)
     experiment_id = write_experiment(db, spec, samples, examples)
     enqueue_pending(db, app, experiment_id)
     return experiment_id
@@ -96,8 +146,8 @@ def enqueue_or_hand_off(db: str, app, experiment_id: int) -> tuple[str, int]:
     """Enqueue an experiment's written tasks: handed to the scheduler service when
     one is alive (it sends them in batches, so the caller returns at once), else
     sent from this process. Returns (who enqueues: "scheduler" | "here", how many sent here)."""
-    from scheduler.tasks import ENQUEUE_TASK, last_seen
-    from shared.celery_app import SCHEDULER_QUEUE
+    from scheduler.liveness import last_seen
+    from shared.celery_app import ENQUEUE_TASK, SCHEDULER_QUEUE
 
     if last_seen(app) is not None:
         app.send_task(ENQUEUE_TASK, args=[experiment_id], queue=SCHEDULER_QUEUE)
@@ -117,7 +167,7 @@ def _experiment(s, experiment_id: int) -> Experiment:
 
 
 def cancel_experiment(db: str, experiment_id: int) -> int:
-    """Queued and running tasks -> cancelled, and the experiment with them; how many.
+    """Queued, held and running tasks -> cancelled, and the experiment with them; how many.
 
     Workers skip a cancelled task (claim takes only queued ones or expired
     leases); an inference already running finishes and its result is kept.
@@ -126,11 +176,11 @@ def cancel_experiment(db: str, experiment_id: int) -> int:
         experiment = _experiment(s, experiment_id)
         n = s.execute(sa.update(Task)
                       .where(Task.experiment_id == experiment_id,
-                             Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING]))
+                             Task.status.in_([TaskStatus.QUEUED, TaskStatus.HELD, TaskStatus.RUNNING]))
                       .values(status=TaskStatus.CANCELLED, lease_until=None, updated_at=utcnow())
                       ).rowcount
         if n:
-            experiment.status = TaskStatus.CANCELLED
+            experiment.status = ExperimentStatus.CANCELLED
             experiment.finished_at = utcnow()
         return n
 
@@ -146,6 +196,6 @@ def resume_experiment(db: str, experiment_id: int) -> int:
                               error=None, updated_at=utcnow())
                       ).rowcount
         if n:
-            experiment.status = TaskStatus.QUEUED
+            experiment.status = ExperimentStatus.QUEUED
             experiment.finished_at = None
         return n

@@ -5,8 +5,6 @@ to Postgres, the source of truth, so no result backend is configured.
 """
 from __future__ import annotations
 
-import os
-
 from celery import Celery
 
 from shared.config import Settings
@@ -16,23 +14,27 @@ REFIT_TASK = "greenctl.estimator.refit"
 ESTIMATOR_QUEUE = "estimator"
 SCHEDULER_QUEUE = "scheduler"
 RECONCILE_TASK = "greenctl.scheduler.reconcile"
-# Seconds between reconcile passes of the scheduler service (tests shorten it).
-RECONCILE_SECONDS = float(os.environ.get("GREENCTL_RECONCILE_SECONDS") or 30.0)
+# Sent by the worker that finished a round of a stop-when-decided experiment (scheduler.rounds).
+ADVANCE_TASK = "greenctl.scheduler.advance_experiment"
+ENQUEUE_TASK = "greenctl.scheduler.enqueue_experiment"
 
-# Celery beat, embedded in `greenctl scheduler`: Postgres is the truth, so every
-# RECONCILE_SECONDS the scheduler re-sends what the broker may have lost.
-BEAT_SCHEDULE = {
-    "greenctl-reconcile": {
-        "task": RECONCILE_TASK, "schedule": RECONCILE_SECONDS,
-        # A pass no one ran in time is dropped: the next one does the same work.
-        "options": {"queue": SCHEDULER_QUEUE, "expires": RECONCILE_SECONDS * 0.9},
-    },
-}
+
+def beat_schedule(reconcile_seconds: float) -> dict:
+    """Celery beat, embedded in `greenctl scheduler`: Postgres is the truth, so every
+    `reconcile_seconds` the scheduler re-sends what the broker may have lost."""
+    return {
+        "greenctl-reconcile": {
+            "task": RECONCILE_TASK, "schedule": reconcile_seconds,
+            # A pass no one ran in time is dropped: the next one does the same work.
+            "options": {"queue": SCHEDULER_QUEUE, "expires": reconcile_seconds * 0.9},
+        },
+    }
+
 
 app = Celery("greenctl")
 
 
-def celery_settings(broker_url: str, lease_seconds: int) -> dict:
+def celery_settings(broker_url: str, lease_seconds: int, reconcile_seconds: float = 30.0) -> dict:
     return dict(
         broker_url=broker_url,
         result_backend=None,
@@ -57,22 +59,37 @@ def celery_settings(broker_url: str, lease_seconds: int) -> dict:
         worker_send_task_events=False,
         task_send_sent_event=False,
         include=["worker.tasks", "estimator.tasks", "scheduler.tasks"],
-        beat_schedule=BEAT_SCHEDULE,
+        beat_schedule=beat_schedule(reconcile_seconds),
+        # greenctl's own: how often the scheduler reconciles (its liveness key lasts three passes).
+        greenctl_reconcile_seconds=reconcile_seconds,
     )
 
 
-def configure(broker_url: str, database_url: str, settings: Settings | None = None) -> Celery:
-    """Point the app at the broker; remember the database for tasks run in this process."""
+def configure(broker_url: str, database_url: str | None, settings: Settings | None = None) -> Celery:
+    """Point the app at the broker; remember the database and settings for tasks run in this process.
+
+    Called once at a process's start (a command, `greenctl worker`, a service):
+    tasks then read `database_url()` and `process_settings()`, never the environment.
+    """
     settings = settings or Settings.from_env()
-    app.conf.update(celery_settings(broker_url, settings.lease_seconds))
-    os.environ["GREENCTL_DATABASE_URL"] = database_url
-    os.environ["GREENCTL_BROKER_URL"] = broker_url
+    app.conf.update(celery_settings(broker_url, settings.lease_seconds, settings.reconcile_seconds))
+    app.conf.update(greenctl_database_url=database_url, greenctl_settings=settings)
     return app
 
 
+def process_settings() -> Settings:
+    """The settings `configure` was given; read from the environment once for a process
+    started by plain `celery` (its entry module is the edge)."""
+    settings = app.conf.get("greenctl_settings")
+    if settings is None:
+        settings = Settings.from_env()
+        app.conf.update(greenctl_settings=settings)
+    return settings
+
+
 def database_url() -> str:
-    """The database URL of this process, set by `configure` (workers) or the environment."""
-    url = os.environ.get("GREENCTL_DATABASE_URL")
+    """The database URL of this process, given to `configure` at its start."""
+    url = app.conf.get("greenctl_database_url") or process_settings().database_url
     if not url:
-        raise RuntimeError("GREENCTL_DATABASE_URL is not set: start workers with `greenctl worker`")
+        raise RuntimeError("no database URL: start workers with `greenctl worker`, or set GREENCTL_DATABASE_URL")
     return url

@@ -12,6 +12,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from shared.status import ExperimentStatus, TaskStatus
+
+__all__ = ["Experiment", "Variant", "Task", "Result", "WorkerNode", "EstimatorFit",
+           "TaskStatus", "ExperimentStatus", "utcnow"]
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -28,23 +33,17 @@ def _ts(nullable: bool = True) -> Any:
                  sa_column=sa.Column(sa.DateTime(timezone=True), nullable=nullable))
 
 
-class TaskStatus:
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    FINISHED = (DONE, FAILED, CANCELLED)
-
-
 class Experiment(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True)
     spec: dict = _json()
-    status: str = Field(default=TaskStatus.QUEUED)
+    status: str = Field(default=ExperimentStatus.QUEUED)
     n_tasks: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
     finished_at: datetime | None = _ts()
+    # A stop-when-decided experiment's record (scheduler.rounds): looks, samples it took,
+    # method, energy saved (estimate); None without `stop:` in the spec.
+    stop_outcome: dict | None = _json(nullable=True)
 
 
 class Variant(SQLModel, table=True):
@@ -76,6 +75,7 @@ class Task(SQLModel, table=True):
     variant_id: int = Field(foreign_key="variant.id", index=True)
     sample_index: int
     repeat: int = 0
+    round: int | None = None        # stop-when-decided round (0 first); None without `stop:`
     text: str
     label: str
     status: str = Field(default=TaskStatus.QUEUED)
@@ -117,8 +117,25 @@ class Result(SQLModel, table=True):
     # How the energy was obtained: rapl | nvml | powermetrics | estimated | forced.
     energy_method: str
     energy_detail: str = ""          # per component, e.g. "cpu=rapl ram=estimated gpu=none"
+    # The part of energy_kwh (at the wall, kWh) read from a power counter; the rest is an
+    # estimate or forced. None for rows written before it was recorded.
+    energy_measured_kwh: float | None = None
+    # The measured window: when it opened and how long it lasted (s).
+    window_started_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    window_s: float | None = None
+    # The estimate the worker expected before the inference (shared.predict): the fits it
+    # used (estimator_fit ids), e2e seconds and kWh at the wall. None: no good fit yet.
+    estimate_fit_id: int | None = Field(default=None, foreign_key="estimator_fit.id")
+    estimate_energy_fit_id: int | None = Field(default=None, foreign_key="estimator_fit.id")
+    estimate_e2e_s: float | None = None
+    estimate_energy_kwh: float | None = None
     carbon_intensity_kg_per_kwh: float = 0.0
     pue: float = 1.0
+    # False when the measurement window was disturbed (the worker was paused or the machine
+    # slept): its time and energy are not the inference's. Reports leave it out of cost
+    # figures and count it (n_invalid); its prediction still counts for quality.
+    valid: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
+    invalid_reason: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
 
 

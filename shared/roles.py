@@ -34,6 +34,8 @@ WORKER_GRANTS = (
     # new id must be readable; the measurements of other tasks are not.
     ("INSERT, SELECT (id, task_id)", "result"),
     ("SELECT, INSERT, UPDATE", "worker_node"),       # register (upsert), heartbeat, idle power
+    # The fit in use, for the estimate expected before each inference (worker.expect); not its metrics.
+    ("SELECT (id, hardware_profile, target, version, is_good, model)", "estimator_fit"),
 )
 WORKER_SEQUENCES = ("result_id_seq", "worker_node_id_seq")
 

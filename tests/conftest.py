@@ -66,7 +66,8 @@ def fresh_db_url() -> str:
 def broker_url() -> str:
     import redis
 
-    db = 5
+    # Concurrent test sessions on one machine each take their own Redis database.
+    db = int(os.environ.get("GREENCTL_TEST_REDIS_DB", "5"))
     url = f"{SYSTEM_REDIS}/{db}"
     redis.Redis.from_url(url).flushdb()
     return url

@@ -47,21 +47,29 @@ def greenctl_json(args: list[str], env: dict, timeout: float = 300):
 
 def registered(env: dict, queue: str) -> bool:
     out = greenctl(["workers", "--json"], env, check=False)
-    return out.returncode == 0 and any(w["queue"] == queue and w["online"] for w in json.loads(out.stdout or "[]"))
+    return out.returncode == 0 and any(w["queue"] == queue and w["online"] for w in json.loads(out.stdout)["workers"])
 
 
 @contextmanager
 def worker(env: dict, queue: str, log: Path, *extra: str, ready_timeout: float = 90):
     """A `greenctl worker` subprocess, stopped (warm, then hard) when the block ends."""
+    with service([sys.executable, "-m", "greenctl", "worker", "--queue", queue, *extra], env, log,
+                 f"worker on {queue}", ready_timeout) as proc:
+        yield proc
+
+
+@contextmanager
+def service(argv: list[str], env: dict, log: Path, what: str, ready_timeout: float = 90):
+    """A Celery service subprocess (worker, scheduler), yielded once its log says "ready.",
+    stopped (SIGTERM to its group, then SIGKILL after 30 s) when the block ends."""
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "greenctl", "worker", "--queue", queue, *extra],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
                                 start_new_session=True)
     try:
         deadline = time.monotonic() + ready_timeout
         while b"ready." not in log.read_bytes():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"worker on {queue} did not start:\n{log.read_text()[-3000:]}")
+                raise AssertionError(f"{what} did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
         yield proc
     finally:

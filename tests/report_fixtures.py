@@ -73,10 +73,11 @@ def _predictions(rng, truths: list[str], accuracy: float) -> list[str | None]:
 
 def seed_experiment(url: str, *, variants=("f16", "q8_0", "q4_0"), samples: int = 30,
                     failed: int = 2, unfinished: int = 0, unmeasured=(), machine: Machine | None = None,
-                    name: str = "fin-sentiment-quantization", seed: int = 0) -> Seeded:
+                    name: str = "fin-sentiment-quantization", seed: int = 0, constant=()) -> Seeded:
     """One experiment: `variants` measured (f16 the baseline), `failed` failed tasks each,
     the last `unfinished` tasks of each still queued/running; `unmeasured` variants have
-    tasks but no result (queued) and no model_info, as before a worker loaded them."""
+    tasks but no result (queued) and no model_info, as before a worker loaded them; `constant`
+    variants answer "neutral" to every sample (a degenerate classifier)."""
     machine = machine or Machine()
     rng = np.random.default_rng(seed)
     truths = [LABELS[i % len(LABELS)] for i in range(samples)]
@@ -102,7 +103,8 @@ def seed_experiment(url: str, *, variants=("f16", "q8_0", "q4_0"), samples: int 
             s.add(v)
             s.flush()
             out.variant_ids[name_] = v.id
-            predictions = _predictions(rng, truths, ACCURACY[name_])
+            predictions = (["neutral"] * samples if name_ in constant
+                           else _predictions(rng, truths, ACCURACY[name_]))
             for i, truth in enumerate(truths):
                 status = TaskStatus.DONE
                 if not measured or i >= samples - unfinished:

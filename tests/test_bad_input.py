@@ -118,7 +118,7 @@ CASES = [
          spec=lambda s: {**s, "models": s["models"] * 2}),
     Case("unknown-engine", ("models[0].engine: Input should be 'embedded' or 'ollama'",),
          spec=edit("models[0].engine", "vllm")),
-    Case("unknown-quantization", ("models[0]: unknown quantization 'q3'", "use one of f16"),
+    Case("unknown-quantization", ("models[0]: unknown quantization 'q3'", "use one of q4_1"),
          spec=edit("models[0].variants", ["q3"])),
     Case("model-not-in-catalog", ("is not in the embedded catalog", "greenctl models list"),
          spec=edit("models[0].name", "gpt-9")),

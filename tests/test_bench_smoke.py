@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHES = ["p1-pipeline", "p2-energy", "p3-prefix", "p4-tracking", "p5-scheduler", "p6-writes", "scaling"]
+BENCHES = ["p1-pipeline", "p2-energy", "p3-prefix", "p4-tracking", "p5-scheduler", "p6-writes", "scaling",
+           "p7-report"]
 
 
 def bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -55,12 +55,12 @@ def test_estimate_from_params_and_from_a_model_card(run):
 def test_estimate_user_errors_name_the_option(run):
     both = run("estimate", "--params", "7e9", "--model", "facebook/opt-6.7b", "--prompt-tokens", "1",
                "--output-tokens", "1")
-    assert both.exit_code == 1 and "--params" in both.output
+    assert both.exit_code == 2 and "--params" in both.output
     unknown = run("estimate", "--model", "nope/nope", "--prompt-tokens", "1", "--output-tokens", "1")
-    assert unknown.exit_code == 1 and "--model" in unknown.output and "--params" in unknown.output
+    assert unknown.exit_code == 2 and "--model" in unknown.output and "--params" in unknown.output
     no_fit = run("estimate", "--params", "1e8", "--prompt-tokens", "1", "--output-tokens", "1",
                  "--hardware", "my-laptop")
-    assert no_fit.exit_code == 1 and "--hardware" in no_fit.output and "estimator fit" in no_fit.output
+    assert no_fit.exit_code == 2 and "--hardware" in no_fit.output and "estimator fit" in no_fit.output
 
 
 def test_fit_stores_versions_that_estimate_then_uses(run):
@@ -68,7 +68,7 @@ def test_fit_stores_versions_that_estimate_then_uses(run):
     second = json.loads(run("estimator", "fit", "--json").stdout)
     assert [first["fits"]["latency_s"]["version"], second["fits"]["latency_s"]["version"]] == [1, 2]
     assert 0 < first["fits"]["latency_s"]["metrics"]["mape"] < 0.5
-    fits = json.loads(run("estimator", "list", "--json").stdout)
+    fits = json.loads(run("estimator", "list", "--json").stdout)["fits"]
     assert [(f["hardware_profile"], f["version"]) for f in fits] == [("a100-helm", 2), ("a100-helm", 1)]
     used = json.loads(run("estimate", "--params", "7e9", "--prompt-tokens", "10", "--output-tokens", "5",
                           "--json").stdout)
@@ -84,3 +84,18 @@ def test_fit_on_measurements_then_estimate_on_that_profile(run):
                          "100", "--output-tokens", "3", "--hardware", "cpu-cli", "--json").stdout)
     assert out["fit"].startswith("cpu-cli/latency_s v1") and out["energy_kwh"]["value"] > 0
     assert out["latency_s"]["value"] > 0
+
+
+def test_a_gpu_estimate_starts_no_database(tmp_path):
+    """No GREENCTL_DATABASE_URL: the bundled HELM data answers and no embedded server is started."""
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "GREENCTL_STATE_DIR": str(tmp_path / "state")}
+    proc = subprocess.run([sys.executable, "-m", "greenctl", "estimate", "--params", "7e9", "--prompt-tokens",
+                           "200", "--output-tokens", "10", "--hardware", "a100-helm", "--json"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["latency_s"]
+    state = tmp_path / "state"
+    assert not state.exists() or not any(state.iterdir()), sorted(p.name for p in state.rglob("*"))

@@ -99,8 +99,12 @@ def test_forced_refit_below_the_minimum_says_so(fresh_db_url):
     assert store.list_fits(fresh_db_url, "cpu-y") == []
 
 
-def test_refit_every_comes_from_the_environment(fresh_db_url, monkeypatch):
-    monkeypatch.setenv("GREENCTL_REFIT_EVERY", "25")
+def test_refit_every_comes_from_the_environment(fresh_db_url):
+    from shared.celery_app import configure
+    from shared.config import Settings
+
+    # What a worker started with GREENCTL_REFIT_EVERY=25 is configured with.
+    configure("redis://127.0.0.1:1/0", fresh_db_url, Settings.from_env({"GREENCTL_REFIT_EVERY": "25"}))
     add_results(fresh_db_url, "cpu-z", 26)
     assert refit("cpu-z", fresh_db_url)["status"] == "fitted"
 
@@ -117,7 +121,10 @@ def test_celery_task_is_registered_under_its_name(task_name):
 def test_celery_task_refits_from_the_workers_database(fresh_db_url, monkeypatch):
     from estimator.tasks import refit_task
 
-    monkeypatch.setenv("GREENCTL_DATABASE_URL", fresh_db_url)
+    from shared.celery_app import configure
+    from shared.config import Settings
+
+    configure("redis://127.0.0.1:1/0", fresh_db_url, Settings.from_env({}))   # as `greenctl worker` does
     add_results(fresh_db_url, "cpu-task", local.MIN_ROWS + 5)
     # apply() runs the registered task in this process, through Celery's own call path.
     assert refit_task.apply(args=["cpu-task"]).get()["status"] == "waiting"

@@ -358,7 +358,7 @@ def test_a_worker_that_disappears_is_marked_offline_after_missed_heartbeats(tmp_
     def listed() -> dict:
         out = CliRunner().invoke(main, ["workers", "--json"], env=env, catch_exceptions=False)
         assert out.exit_code == 0, out.output
-        (node,) = [w for w in json.loads(out.stdout) if w["queue"] == "vanish"]
+        (node,) = [w for w in json.loads(out.stdout)["workers"] if w["queue"] == "vanish"]
         return node
 
     def last_beat() -> float:

@@ -8,35 +8,33 @@ import time
 import pytest
 
 from greenctl.cluster import health, processes, records, services
+from shared.config import Settings
 
 SYSTEM_REDIS = os.environ.get("GREENCTL_TEST_REDIS", "redis://127.0.0.1:6379")
 # A Redis database of these tests' own: Flower only listens, nothing is written.
 BROKER = f"{SYSTEM_REDIS}/12"
 
 
-def test_flower_credentials_come_from_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("GREENCTL_FLOWER_USER", "ops")
-    monkeypatch.setenv("GREENCTL_FLOWER_PASSWORD", "s3cret")
-    assert services.flower_credentials(tmp_path) == ("ops", "s3cret", False)
+def test_flower_credentials_come_from_the_environment(tmp_path):
+    env = Settings.from_env({"GREENCTL_FLOWER_USER": "ops", "GREENCTL_FLOWER_PASSWORD": "s3cret"})
+    assert services.flower_credentials(tmp_path, env) == ("ops", "s3cret", False)
     assert not (tmp_path / "flower-password").exists()
 
 
 def test_a_generated_password_is_kept_private_and_reused(tmp_path, monkeypatch):
-    monkeypatch.delenv("GREENCTL_FLOWER_USER", raising=False)
-    monkeypatch.setenv("GREENCTL_FLOWER_PASSWORD", "")   # empty, as in .env.example: generate
-    user, password, generated = services.flower_credentials(tmp_path)
+    env = Settings.from_env({"GREENCTL_FLOWER_PASSWORD": ""})   # empty, as in .env.example: generate
+    user, password, generated = services.flower_credentials(tmp_path, env)
     assert (user, generated) == ("admin", True) and len(password) >= 20
     assert stat.S_IMODE((tmp_path / "flower-password").stat().st_mode) == 0o600
-    assert services.flower_credentials(tmp_path) == ("admin", password, False)
+    assert services.flower_credentials(tmp_path, env) == ("admin", password, False)
 
 
 @pytest.mark.parametrize("var,value", [("GREENCTL_FLOWER_USER", "a:b"),
                                        ("GREENCTL_FLOWER_PASSWORD", "x,y")])
-def test_credentials_flower_cannot_parse_are_refused(tmp_path, monkeypatch, var, value):
-    monkeypatch.setenv("GREENCTL_FLOWER_PASSWORD", "ok")
-    monkeypatch.setenv(var, value)
+def test_credentials_flower_cannot_parse_are_refused(tmp_path, var, value):
+    env = Settings.from_env({"GREENCTL_FLOWER_PASSWORD": "ok", var: value})
     with pytest.raises(services.CredentialsError, match=var):
-        services.flower_credentials(tmp_path)
+        services.flower_credentials(tmp_path, env)
 
 
 @pytest.mark.timeout(120)

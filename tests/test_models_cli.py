@@ -14,16 +14,16 @@ from click.testing import CliRunner
 
 from greenctl.cli.models import models
 from shared.config import Settings
-from worker import catalog
+from worker import model_files
 
 MODEL = "smollm2:135m-instruct"
 
 
 @pytest.fixture(scope="session")
 def cli_cache(tmp_path_factory) -> Path:
-    source = catalog.pull(Settings.from_env().cache_dir, MODEL)
+    source = model_files.pull(Settings.from_env().cache_dir, MODEL)
     cache = tmp_path_factory.mktemp("cli-cache")
-    linked = catalog.model_path(cache, MODEL, "q4_1")
+    linked = model_files.model_path(cache, MODEL, "q4_1")
     linked.parent.mkdir(parents=True)
     linked.symlink_to(source)
     return cache
@@ -38,9 +38,9 @@ def test_quantize_prints_a_report_per_variant(cli_cache):
     result = invoke(cli_cache, "quantize", MODEL, "--to", "q4_0", "--to", "q8_0", "--to", "q4_1")
     assert result.exit_code == 0, result.output
     for variant in ("q4_0", "q8_0"):
-        path = catalog.model_path(cli_cache, MODEL, variant)
+        path = model_files.model_path(cli_cache, MODEL, variant)
         assert path.exists()
-        assert catalog.sha256_file(path)[:12] in result.output
+        assert model_files.sha256_file(path)[:12] in result.output
     assert "8.51" in result.output and "134.5M" in result.output
     assert "source" in result.output            # q4_1 is the source: reported, not remade
     assert "not f16 accuracy" in result.output
@@ -85,11 +85,11 @@ def test_pull_reports_the_verified_file(cli_cache):
      "Error: NAME: model 'llama9:1t' is not in the embedded catalog: use one of smollm2:135m-instruct, gemma3:270m"),
     (("pull", "llama9:1t"), "Error: NAME: model 'llama9:1t' is not in the embedded catalog"),
     (("quantize", MODEL, "--to", "q3_k"),
-     "Error: --to: variant 'q3_k' of smollm2:135m-instruct is not supported: use one of q4_1, f16, q8_0"),
+     "Error: --to: variant 'q3_k' of smollm2:135m-instruct cannot be made by greenctl"),
 ])
 def test_bad_names_give_one_line_errors(tmp_path, args, expected):
     result = invoke(tmp_path, *args)
-    assert result.exit_code == 1
+    assert result.exit_code == 2          # bad input, as the README promises
     assert result.output.startswith(expected)
     assert result.output.count("\n") == 1
     assert not (tmp_path / "models").exists()   # refused before any download

@@ -129,9 +129,12 @@ def test_switching_variant_unloads_the_previous_one(engine, server):
     assert "prompt" not in unloads[0]                   # no prompt + keep_alive 0 unloads
 
 
-def test_host_defaults_to_the_environment(server, monkeypatch):
-    monkeypatch.setenv("OLLAMA_HOST", server.host)
-    engine = create_engine("ollama")
+def test_host_defaults_to_the_environment(server):
+    from shared.config import Settings
+    from worker.runtime import WorkerOptions
+
+    options = WorkerOptions.from_settings(Settings.from_env({"OLLAMA_HOST": server.host}))
+    engine = create_engine("ollama", host=options.ollama_host)
     try:
         assert isinstance(engine, OllamaEngine)
         assert engine.load(Q4, "default").name == Q4
@@ -298,3 +301,16 @@ def test_busy_server_is_retryable(engine, server):
 def test_available_models_lists_pulled_tags(engine, server):
     assert engine.available_models() == [FP16, Q4]
     assert server.requests("/api/tags") == [{}]
+
+
+def test_a_prompt_that_filled_the_context_fails_instead_of_being_scored(server):
+    engine = create_engine("ollama", host=server.host, n_ctx=2048)
+    server.on("/api/chat", "chat_label_context_full.json")
+    try:
+        engine.load(Q4, "default")
+        with pytest.raises(EngineError, match="filled the context.*2040 prompt tokens.*num_ctx 2048") as err:
+            engine.generate(InferenceRequest(messages=MESSAGES, max_tokens=4, temperature=0.0,
+                                             top_p=0.9, top_k=50, seed=7, choices=LABELS))
+        assert not err.value.retryable
+    finally:
+        engine.close()

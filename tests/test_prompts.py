@@ -1,9 +1,10 @@
 """Prompt building and answer parsing (pure)."""
 from __future__ import annotations
 
-from hypothesis import given, strategies as st
+import pytest
+from hypothesis import given, settings, strategies as st
 
-from worker.prompts import FIGURE_2_HEAD, FIGURE_2_TAIL, build_messages, parse_label, render_plain
+from shared.prompts import FIGURE_2_HEAD, FIGURE_2_TAIL, build_messages, parse_label, render_plain
 
 LABELS = ["positive", "negative", "neutral"]
 
@@ -44,6 +45,17 @@ def test_parse_label_takes_the_first_stated_label():
     assert parse_label("", LABELS) is None
 
 
+@pytest.mark.parametrize("answer", ["_POSITIVE_", "**Positive**", "*positive*", "`positive`", "(Positive)"])
+def test_markdown_emphasis_around_a_label_parses(answer):
+    assert parse_label(answer, LABELS) == "positive"
+
+
+def test_underscore_joined_words_are_not_the_label():
+    assert parse_label("positive_outlook", LABELS) == "positive"   # "_" ends a word, as in markdown
+    assert parse_label("positively", LABELS) is None
+
+
+@settings(derandomize=True)
 @given(st.sampled_from(LABELS), st.text(alphabet=st.characters(categories=["Zs", "P"])))
 def test_a_label_with_punctuation_around_it_parses(label, noise):
     assert parse_label(noise + label.upper() + noise, LABELS) == label

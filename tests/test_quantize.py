@@ -15,7 +15,8 @@ from gguf import GGMLQuantizationType as Q
 from gguf.quants import dequantize
 
 from shared.config import Settings
-from worker import catalog
+from shared import catalog
+from worker import model_files
 from worker.quantize import QuantizeError, describe_gguf, quantize_file
 
 MODEL = "smollm2:135m-instruct"
@@ -24,7 +25,7 @@ VARIANTS = ("f16", "q8_0", "q4_0")
 
 @pytest.fixture(scope="session")
 def source() -> Path:
-    return catalog.pull(Settings.from_env().cache_dir, MODEL)
+    return model_files.pull(Settings.from_env().cache_dir, MODEL)
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +58,7 @@ def test_report_describes_the_written_file(reports, source):
     for variant, r in reports.items():
         assert r.variant == variant and r.source_variant == "q4_1"
         assert r.path.exists() and r.file_bytes == r.path.stat().st_size
-        assert r.sha256 == catalog.sha256_file(r.path)
+        assert r.sha256 == model_files.sha256_file(r.path)
         assert r.parameter_count == source_params > 100_000_000
         assert describe_gguf(r.path).variant == variant
         assert 0 < r.seconds < 60

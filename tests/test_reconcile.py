@@ -19,10 +19,10 @@ from celery import Celery
 from click.testing import CliRunner
 
 from greenctl.cli import main
-from scheduler import reconcile, submit, tasks
+from scheduler import liveness, reconcile, submit, tasks
 from scheduler.dataset import load_samples
 from scheduler.spec import load_spec
-from shared.celery_app import SCHEDULER_QUEUE, celery_settings
+from shared.celery_app import ENQUEUE_TASK, SCHEDULER_QUEUE, celery_settings
 from shared.db import session_scope
 from shared.models import Experiment, Task, TaskStatus, utcnow
 from worker import store
@@ -44,7 +44,7 @@ def app(queue):
     celery.conf.update(celery_settings(BROKER, LEASE))
     yield celery
     client = redis.Redis.from_url(BROKER)
-    client.delete(queue, SCHEDULER_QUEUE, tasks.ALIVE_KEY)
+    client.delete(queue, SCHEDULER_QUEUE, liveness.ALIVE_KEY)
 
 
 def _experiment(db: str, tmp_path, queue: str, samples: int = 6) -> tuple[int, list[int]]:
@@ -111,7 +111,7 @@ def test_a_pass_sends_never_sent_orphaned_and_lost_tasks(fresh_db_url, tmp_path,
     assert _sent(queue) == sorted([t["never"], t["orphaned"], t["lost"]])
     # Each re-send is stamped: the next pass sends nothing more.
     assert tasks.reconcile_once(fresh_db_url, app, LEASE) == {"pending": 0, "orphaned": 0, "lost": 0}
-    assert tasks.last_seen(app) is not None, "a pass marks the scheduler alive"
+    assert liveness.last_seen(app) is not None, "a pass marks the scheduler alive"
 
 
 def test_a_lost_task_waits_while_its_queue_still_holds_messages(fresh_db_url, tmp_path, queue, app):
@@ -149,11 +149,11 @@ def test_cancel_stops_claims_and_resume_queues_again(fresh_db_url, tmp_path, que
 
 def test_enqueueing_is_handed_to_a_live_scheduler(fresh_db_url, tmp_path, queue, app):
     experiment_id, _ = _experiment(fresh_db_url, tmp_path, queue, samples=3)
-    tasks.mark_alive(app)
+    liveness.mark_alive(app)
     assert submit.enqueue_or_hand_off(fresh_db_url, app, experiment_id) == ("scheduler", 0)
     assert _sent(queue) == []
     raw = redis.Redis.from_url(BROKER).lrange(SCHEDULER_QUEUE, 0, -1)
-    assert [json.loads(m)["headers"]["task"] for m in raw] == [tasks.ENQUEUE_TASK]
+    assert [json.loads(m)["headers"]["task"] for m in raw] == [ENQUEUE_TASK]
 
 
 def test_cancel_and_resume_commands(fresh_db_url, tmp_path, queue, app):
@@ -168,4 +168,4 @@ def test_cancel_and_resume_commands(fresh_db_url, tmp_path, queue, app):
     result = runner.invoke(main, ["resume", str(experiment_id)], env=env)
     assert result.exit_code == 0 and "resumed 2 tasks" in result.output, result.output
     result = runner.invoke(main, ["resume", "424242"], env=env)
-    assert result.exit_code == 1 and "no experiment with id 424242" in result.output
+    assert result.exit_code == 2 and "no experiment with id 424242" in result.output

@@ -19,6 +19,8 @@ SCORES = ("accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "p
           "f1_macro")
 # What a reader sees is rounded: scores to 2 decimals, the rest to 3 significant digits.
 SCORE_ABS, SIG3_REL = 0.005 + 1e-9, 6e-3
+# Marks after a variant's name: * baseline, † upcast, ‡ re-quantized from the source file, ! constant answer.
+MARKS = "*†‡!"
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +129,7 @@ def test_markdown_agrees_with_scikit_learn(experiment, report):
     quality = next(rows for title, rows in tables.items() if title.startswith("Quality"))
     cost = tables["Cost per inference (mean)"]
     for q, c in zip(quality, cost):
-        truth = experiment["truth"][q["variant"].rstrip("*")]
+        truth = experiment["truth"][q["variant"].rstrip(MARKS)]
         assert int(q["n"]) == truth["n"] and int(q["fail"]) == truth["n_failed"]
         for header, key in (("acc", "accuracy"), ("P w", "precision_weighted"), ("R w", "recall_weighted"),
                             ("F1 w", "f1_weighted"), ("P mac", "precision_macro"), ("F1 mac", "f1_macro")):
@@ -153,8 +155,8 @@ def test_terminal_table_agrees_with_scikit_learn(experiment, report):
         start = next(i for i, line in enumerate(lines) if line.startswith(title))
         body = lines[start:lines.index("", start)]
         header = next(line for line in body if line.startswith("variant"))
-        return header, {line.split()[0].rstrip("*"): line.split() for line in body
-                        if line.split() and line.split()[0].rstrip("*") in VARIANTS}
+        return header, {line.split()[0].rstrip(MARKS): line.split() for line in body
+                        if line.split() and line.split()[0].rstrip(MARKS) in VARIANTS}
     _, quality = table_after("Quality")
     header, cost = table_after("Cost per inference")
     energy_unit, co2_unit = re.search(r"energy (\S+)", header)[1], re.search(r"CO2e (\S+)", header)[1]
@@ -184,3 +186,87 @@ def test_output_files_and_figures(experiment, report, tmp_path, monkeypatch):
     assert (tmp_path / "out" / "r.csv").read_text().startswith("experiment_id,")
     report("--format", "table", "-o", "r.txt")
     assert "Cost per inference" in (tmp_path / "r.txt").read_text()
+
+
+def test_json_carries_intervals_baselines_provenance_and_paired_verdicts(experiment, report):
+    from scipy.stats import binomtest
+    from sklearn.metrics import f1_score
+
+    from report_fixtures import stored_rows
+
+    data = json.loads(report("--format", "json"))
+    stats = data["statistics"]
+    assert "stratified" in stats["quality_interval"] and stats["n_boot"] >= 1000 and stats["level"] == 0.95
+    by_name = {v["variant"]: v for v in data["variants"]}
+    for v in data["variants"]:
+        for key in SCORES:
+            low, high = v[f"{key}_ci95"]
+            assert low <= v[key] <= high and high - low > 0.05, key   # 28 samples: never a point
+        assert v["constant_answer"] is False
+    # The demo model's file is 4-bit q4_1: f16 and q8_0 are upcast from it, q4_0 re-quantized.
+    assert (by_name["f16"]["weights_from"], by_name["f16"]["upcast"]) == ("q4_1", True)
+    assert (by_name["q4_0"]["upcast"], by_name["q4_0"]["weights_origin"]) == (False, "requantized")
+    # Baselines on the same samples, from scikit-learn.
+    rows = stored_rows(experiment["url"], experiment["id"])
+    y = [r["label"] for r in rows["f16"]]
+    majority = data["baselines"]["majority"]
+    assert majority["f1_weighted"] == pytest.approx(f1_score(y, [majority["answer"]] * len(y), labels=LABELS,
+                                                             average="weighted", zero_division=0))
+    assert data["baselines"]["uniform_random"]["accuracy"] == pytest.approx(1 / 3, abs=0.02)
+    # Paired with f16 on the same 28 samples (the failed tasks are the same samples in every variant).
+    assert by_name["f16"]["vs_baseline"] is None
+    for name in ("q8_0", "q4_0"):
+        comp = by_name[name]["vs_baseline"]
+        truth, base = experiment["truth"][name], experiment["truth"]["f16"]
+        assert comp["baseline"] == "f16" and comp["n_paired"] == 28
+        assert comp["f1_macro_delta"] == pytest.approx(truth["f1_macro"] - base["f1_macro"])
+        low, high = comp["f1_macro_delta_ci95"]
+        assert low <= comp["f1_macro_delta"] <= high
+        right_a = [r["prediction"] == r["label"] for r in rows["f16"]]
+        right_b = [r["prediction"] == r["label"] for r in rows[name]]
+        only_a = sum(a and not b for a, b in zip(right_a, right_b))
+        only_b = sum(b and not a for a, b in zip(right_a, right_b))
+        expected_p = 1.0 if only_a + only_b == 0 else binomtest(only_a, only_a + only_b, 0.5).pvalue
+        assert comp["mcnemar"]["pvalue"] == pytest.approx(expected_p)
+        ratio = truth["energy_kwh_per_inference"] / base["energy_kwh_per_inference"]
+        assert comp["energy_ratio"] == pytest.approx(ratio)
+        assert comp["energy_ratio_ci95"][0] <= ratio <= comp["energy_ratio_ci95"][1]
+    verdicts = " ".join(data["verdicts"])
+    assert "estimated energy, driven by time" in verdicts
+    assert "effect of re-quantizing the q4_1 weights to q4_0" in verdicts
+    assert "16-bit vs 4-bit" not in verdicts
+
+
+def test_every_format_shows_intervals_verdicts_and_provenance(experiment, report, tmp_path):
+    rows = list(csv.DictReader(io.StringIO(report("--format", "csv"))))
+    data = {v["variant"]: v for v in json.loads(report("--format", "json"))["variants"]}
+    for row in rows:
+        v = data[row["variant"]]
+        assert float(row["f1_macro_ci95_low"]) == pytest.approx(v["f1_macro_ci95"][0])
+        assert row["weights_from"] == "q4_1" and row["upcast"] == str(v["upcast"])
+    q4 = next(r for r in rows if r["variant"] == "q4_0")
+    assert q4["vs_baseline"] == "f16" and float(q4["f1_macro_delta"]) < 0 and "re-quantizing" in q4["verdict"]
+    md = report("--format", "md")
+    assert "Quality: 95 % intervals (stratified bootstrap over samples)" in md and "## Verdicts" in md
+    assert "f16\\*†" in md and "† f16: made from q4_1" in md and "always neutral" in md
+    text = " ".join(report().split())
+    assert "Verdicts" in text and "Quality: 95 % intervals" in text and "effect of re-quantizing" in text
+    report("--format", "html", "-o", str(tmp_path / "r.html"))
+    page = (tmp_path / "r.html").read_text()
+    assert 'id="verdicts"' in page and 'id="quality-intervals"' in page and "effect of re-quantizing" in page
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(fresh_db_url, monkeypatch):
+    """OWASP CSV injection: text starting with = + - @ tab or CR gets a leading quote; numbers stay numbers."""
+    from greenctl.report.export import csv_cell
+    from report_fixtures import seed_experiment
+
+    assert [csv_cell(x) for x in ("=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "ok", -0.25, None)] == \
+        ["'=1+2", "'+1", "'-1", "'@SUM(A1)", "'\tx", "'\rx", "ok", -0.25, ""]
+    name = "=HYPERLINK(\"http://example.com\",\"x\")"
+    exp = seed_experiment(fresh_db_url, name=name).experiment_id
+    monkeypatch.setenv("GREENCTL_DATABASE_URL", fresh_db_url)
+    result = CliRunner().invoke(main, ["report", str(exp), "--format", "csv"], catch_exceptions=False)
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert {r["experiment_name"] for r in rows} == {"'" + name}
+    assert float(rows[2]["f1_weighted_change_vs_baseline"]) < 0     # a negative number is not quoted

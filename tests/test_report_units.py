@@ -77,3 +77,91 @@ def test_energy_split_is_proportional_to_time_and_sums_to_the_total():
 def test_busy_spans_per_worker():
     spans = metrics.busy_spans([("a", 0.0, 1.0), ("b", 5.0, 6.0), ("a", 9.0, 10.0)])
     assert spans == {"a": 10.0, "b": 1.0}
+
+
+def _plot_report(points, majority=0.18, uniform=0.33) -> dict:
+    """A report dict with just what the CO2e-vs-F1 plot reads: points are (name, co2 kg, F1 w, on front)."""
+    variants = []
+    for i, (name, co2, f1, front) in enumerate(points):
+        variants.append({"model": "smollm2:135m-instruct", "variant": name, "is_baseline": i == 0, "n": 60,
+                         "co2_kg_per_inference": co2, "co2_kg_ci95": [co2 * 0.92, co2 * 1.08],
+                         "f1_weighted": f1, "f1_weighted_ci95": [max(0.0, f1 - 0.15), min(1.0, f1 + 0.15)],
+                         "on_pareto_front": front, "model_info": {"bits_per_weight": 16.0 / (i + 1)},
+                         "weights_origin": "upcast" if i == 0 else "requantized", "weights_from": "q4_1",
+                         "constant_answer": f1 < 0.3})
+    return {"variants": variants, "energy_methods": {"estimated": "estimate, not a measurement"},
+            "baselines": {"n": 60, "majority": {"answer": "neutral", "f1_weighted": majority},
+                          "uniform_random": {"f1_weighted": uniform}}}
+
+
+@pytest.mark.parametrize("points", [
+    # four variants close together on the Pareto front (the crowded case)
+    [("f16", 120e-9, 0.74, True), ("q8_0", 97e-9, 0.69, True), ("q4_1", 80e-9, 0.65, True),
+     ("q4_0", 84e-9, 0.64, False)],
+    # the demo of issue 12: two constant guessers near the majority line
+    [("f16", 118e-9, 0.18, False), ("q4_0", 85e-9, 0.18, True)],
+])
+def test_plot_labels_stay_clear_of_each_other_the_points_and_the_lines(points):
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    from greenctl.report import figures
+
+    fig = figures.co2_vs_f1_figure(_plot_report(points))
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    ax = fig.axes[0]
+    assert ax.get_ylim() == (0.0, 1.0)                         # the F1 axis starts at 0
+    labels = [t for t in ax.texts if t.get_text().split(" ")[0].rstrip("*†‡!") in {p[0] for p in points}]
+    assert len(labels) == len(points)
+    boxes = []
+    for t in labels:
+        t.update_positions(renderer)
+        boxes.append(Text.get_window_extent(t, renderer))
+    inside = ax.get_window_extent(renderer)
+    legend = ax.get_legend().get_window_extent(renderer)
+    # every line drawn in the axes (Pareto step, reference lines), sampled densely, in display units
+    line_points = []
+    for line in ax.get_lines():
+        xy = np.column_stack(line.get_data()).astype(float)
+        if len(xy) == 2 and xy[0, 0] == 0 and xy[1, 0] == 1:            # axhline: axes-fraction x
+            xy = np.array([[x, xy[0, 1]] for x in ax.get_xlim()])
+        if line.get_drawstyle() == "steps-post":                          # the Pareto front as drawn
+            xy = np.array([p for (x0, y0), (x1, _) in zip(xy, xy[1:]) for p in ((x0, y0), (x1, y0))]
+                          + [tuple(xy[-1])])
+        for (x0, y0), (x1, y1) in zip(xy, xy[1:]):
+            for s in np.linspace(0, 1, 60):
+                line_points.append(ax.transData.transform((x0 + s * (x1 - x0), y0 + s * (y1 - y0))))
+    markers = [ax.transData.transform((p[1] * 1e9, p[2])) for p in points]
+    for i, box in enumerate(boxes):
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+        assert not box.overlaps(legend)
+        assert not any(box.overlaps(other) for other in boxes[i + 1:])
+        assert not any(box.contains(x, y) for x, y in line_points), labels[i].get_text()
+        assert not any(box.contains(x, y) for x, y in markers), labels[i].get_text()
+    # the reference lines are there: majority and uniform random F1
+    assert any("majority class" in t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_a_stop_rule_widens_the_paired_interval_to_its_own_level():
+    """After several looks the report's ΔF1 interval is the stop rule's (Bonferroni) one, not 95 %."""
+    import random
+
+    from greenctl.report import paired
+
+    rng = random.Random(0)
+    labels = ["positive", "negative", "neutral"]
+    truth = [labels[i % 3] for i in range(120)]
+
+    def answers(p):
+        return [t if rng.random() < p else rng.choice(labels) for t in truth]
+
+    keys = [(i, 0) for i in range(120)]
+    costs = [1.0] * 120
+    base = paired.Samples(keys, truth, answers(0.7), costs, costs, costs)
+    other = paired.Samples(keys, truth, answers(0.6), costs, costs, costs)
+    single = paired.versus_baseline(base, other, labels, 0.03)
+    looks = paired.versus_baseline(base, other, labels, 0.03, looks_level=1 - 0.05 / 7)
+    assert single["delta_level"] == 0.95 and looks["delta_level"] > 1 - 0.05 / 7
+    (lo1, hi1), (lo2, hi2) = single["f1_macro_delta_ci95"], looks["f1_macro_delta_ci95"]
+    assert lo2 < lo1 and hi2 > hi1 and single["f1_macro_delta"] == looks["f1_macro_delta"]

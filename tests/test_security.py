@@ -27,8 +27,6 @@ def test_celery_is_configured_for_json_only(monkeypatch):
     assert conf["task_serializer"] == "json" and conf["event_serializer"] == "json"
     from shared.celery_app import app, configure
 
-    for name in ("GREENCTL_DATABASE_URL", "GREENCTL_BROKER_URL"):   # configure() sets them: restore after
-        monkeypatch.setenv(name, os.environ.get(name, ""))
     configure("redis://127.0.0.1:1/0", "postgresql://x@127.0.0.1/x")
     assert list(app.conf.accept_content) == ["json"] and app.conf.task_serializer == "json"
 
@@ -241,7 +239,7 @@ def test_worker_role_runs_experiments_but_cannot_delete_tasks_or_create_experime
                 "experiment_id"]
         status = greenctl_json(["status", str(eid), "--json"], cli)
         assert (status["status"], status["n_done"]) == ("done", 2)
-        assert greenctl_json(["workers", "--json"], cli)[0]["queue"] == "roles"
+        assert greenctl_json(["workers", "--json"], cli)["workers"][0]["queue"] == "roles"
     # What the worker role must not do.
     for sql in ("DELETE FROM task", "DELETE FROM result", "DELETE FROM experiment",
                 "INSERT INTO experiment (name, spec, status, n_tasks, created_at) VALUES ('x', '{}', 'queued', 0, now())",
@@ -291,7 +289,7 @@ def test_hostile_dataset_text_is_stored_and_prompted_verbatim(tmp_path, fresh_db
     prompt unchanged (no str.format, no eval), and nothing ran."""
     import csv
 
-    from worker.prompts import build_messages, render_plain
+    from shared.prompts import build_messages, render_plain
     from worker.tasks import build_request
     from worker.store import Job
 

@@ -6,14 +6,18 @@ from sklearn.metrics import f1_score
 
 from greenctl.report.metrics import UNPARSED, classification, confusion, mean_ci95, relative_change
 from shared.config import mask_url
-from worker.energy import apply_grid, grid_intensity_kg_per_kwh
+from shared.accounting import account
+from worker.energy import grid_intensity_kg_per_kwh
 
 
 def test_co2_is_energy_times_pue_times_intensity():
     # 1 Wh CPU + 0.5 Wh RAM at PUE 1.2 on a 0.1 kg/kWh grid: 1.8 Wh, 0.18 g CO2e.
-    energy, co2 = apply_grid(0.001, 0.0005, 0.0, pue=1.2, intensity_kg_per_kwh=0.1)
-    assert energy == pytest.approx(0.0018)
-    assert co2 == pytest.approx(0.00018)
+    a = account(0.001, 0.0005, 0.0, 10.0, pue=1.2, intensity_kg_per_kwh=0.1, idle_watts=36.0)
+    assert a.energy_kwh == pytest.approx(0.0018)
+    assert a.co2_kg == pytest.approx(0.00018)
+    assert (a.cpu_kwh, a.ram_kwh) == (pytest.approx(0.0012), pytest.approx(0.0006))
+    # 36 W idle for 10 s = 360 J = 0.1 Wh, x PUE 1.2.
+    assert a.idle_energy_kwh == pytest.approx(0.00012)
 
 
 def test_grid_intensity_forced_or_from_codecarbon_table():
@@ -45,3 +49,22 @@ def test_interval_and_relative_change():
     assert mean == 2.0 and low < 2.0 < high
     assert relative_change(0.55, 1.0) == pytest.approx(-0.45)
     assert relative_change(1.0, 0) is None
+
+
+def test_meter_windows_are_symmetric_and_refuse_misuse():
+    from worker.energy import EnergyMeter, WindowError
+
+    meter = EnergyMeter(cpu_watts=10.0)
+    try:
+        meter.begin("a")
+        with pytest.raises(WindowError, match="'b' opened while 'a'"):
+            meter.begin("b")
+        with pytest.raises(WindowError, match="'b' ended"):
+            meter.end("b")
+        m = meter.end("a")
+        # CPU forced; RAM measured or estimated beside it: a mixed row says both ("forced+estimated").
+        assert m.duration_s >= 0 and m.total_kwh >= 0 and m.method.split("+")[0] == "forced"
+        with pytest.raises(WindowError, match="open window is None"):
+            meter.end("a")
+    finally:
+        meter.close()

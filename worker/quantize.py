@@ -14,6 +14,7 @@ source's information: it measures the cost of that format's compute, not its acc
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import mmap
 import os
@@ -29,11 +30,15 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGUF_MAGIC, GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, Keys, LlamaFileType
 from gguf.quants import dequantize, quantize
 
-from worker.catalog import sha256_file
+from shared.variants import nominal_bits
+
+__all__ = ["VARIANTS", "QuantizeError", "GGUFDescription", "QuantizeReport", "describe_gguf",
+           "quantize_file", "variant_of_file_type", "nominal_bits"]
 
 Q = GGMLQuantizationType
 
-# variant name -> (type of the weight matrices, file type recorded in general.file_type)
+# variant name -> (type of the weight matrices, file type recorded in general.file_type), for every
+# name in shared.variants.MAKEABLE (tests/test_vocabulary.py checks that the two agree).
 VARIANTS: dict[str, tuple[GGMLQuantizationType, LlamaFileType]] = {
     "f16": (Q.F16, LlamaFileType.MOSTLY_F16),
     "q8_0": (Q.Q8_0, LlamaFileType.MOSTLY_Q8_0),
@@ -49,7 +54,6 @@ _KEPT_AS_IS = {Q.F32, Q.F64, Q.I8, Q.I16, Q.I32, Q.I64}
 # Rows converted per step: bounds the float32 intermediate (Gemma's 262k-row embedding
 # would otherwise need ~670 MB at once).
 _ROWS_PER_CHUNK = 8192
-
 
 class QuantizeError(ValueError):
     pass
@@ -71,7 +75,7 @@ class GGUFDescription:
     @cached_property
     def sha256(self) -> str:
         """sha256 of the whole file: computed on first use, since it reads every byte."""
-        return sha256_file(self.path)
+        return _sha256(self.path)
 
 
 @dataclass(frozen=True)
@@ -94,19 +98,6 @@ def variant_of_file_type(file_type: int | None) -> str:
     except (TypeError, ValueError):
         return "unknown"
     return "f32" if name == "ALL_F32" else name.removeprefix("MOSTLY_").lower()
-
-
-def nominal_bits(variant: str) -> float | None:
-    """Bits per weight of a variant's main matrix type (q4_k_m counts as Q4_K); None if unknown."""
-    base = variant.upper()
-    for suffix in ("_S", "_M", "_L"):
-        if base.endswith(suffix) and "_K" in base:
-            base = base.removesuffix(suffix)
-    qtype = Q.__members__.get(base)
-    if qtype is None:
-        return None
-    block_size, type_size = GGML_QUANT_SIZES[qtype]
-    return type_size * 8 / block_size
 
 
 def _field(reader: GGUFReader, key: str):
@@ -318,7 +309,12 @@ def quantize_file(src: Path, dst: Path, variant: str) -> QuantizeReport:
         bits_per_weight=out.bits_per_weight,
         file_bytes=out.file_bytes,
         parameter_count=out.parameter_count,
-        sha256=sha256_file(dst),
+        sha256=_sha256(dst),
         seconds=time.perf_counter() - started,
         tensor_types=out.tensor_types,
     )
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

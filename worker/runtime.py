@@ -6,19 +6,12 @@ task would be measured as the task's cost. So the worker builds this at start
 """
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from shared.config import Settings
 from worker.hardware import Hardware, detect
-
-HEARTBEAT_SECONDS = 15.0
-
-
-def heartbeat_seconds() -> float:
-    """Seconds between heartbeats: GREENCTL_HEARTBEAT_SECONDS (tests shorten it), else 15."""
-    return float(os.environ.get("GREENCTL_HEARTBEAT_SECONDS") or HEARTBEAT_SECONDS)
-
 
 @dataclass
 class WorkerOptions:
@@ -28,20 +21,21 @@ class WorkerOptions:
     ollama_host: str | None = None
     cpu_watts: float | None = None
     ram_watts: float | None = None
+    exclude_ram: bool = False
+    measure_lock: Path | None = None       # host-wide lock file (None: the default path)
     lease_seconds: int = 600
+    heartbeat_seconds: float = 15.0
+    cache_dir: Path | None = None          # the embedded engine's model files
+    max_loaded_models: int = 4
 
     @classmethod
-    def from_env(cls) -> "WorkerOptions":
-        env = os.environ.get
-        return cls(
-            queue=env("GREENCTL_QUEUE", "default"),
-            threads=int(env("GREENCTL_THREADS")) if env("GREENCTL_THREADS") else None,
-            engines=tuple(env("GREENCTL_ENGINES", "embedded").split(",")),
-            ollama_host=env("OLLAMA_HOST"),
-            cpu_watts=float(env("GREENCTL_CPU_WATTS")) if env("GREENCTL_CPU_WATTS") else None,
-            ram_watts=float(env("GREENCTL_RAM_WATTS")) if env("GREENCTL_RAM_WATTS") else None,
-            lease_seconds=int(env("GREENCTL_LEASE_SECONDS", "600")),
-        )
+    def from_settings(cls, settings: Settings) -> "WorkerOptions":
+        """A worker's defaults, for one started by plain `celery` rather than `greenctl worker`."""
+        return cls(queue=settings.default_queue, threads=settings.threads, engines=settings.engines,
+                   ollama_host=settings.ollama_host, cpu_watts=settings.cpu_watts, ram_watts=settings.ram_watts,
+                   exclude_ram=settings.exclude_ram, measure_lock=settings.measure_lock,
+                   lease_seconds=settings.lease_seconds, heartbeat_seconds=settings.heartbeat_seconds,
+                   cache_dir=settings.cache_dir, max_loaded_models=settings.max_loaded_models)
 
 
 @dataclass
@@ -56,6 +50,8 @@ class WorkerRuntime:
     known_variants: dict = field(default_factory=dict)   # store.claim's per-variant cache
     current_task: int | None = None                       # its lease is extended by heartbeats
     intensity_by_experiment: dict = field(default_factory=dict)
+    pause_watch: object = None                            # worker.energy.PauseWatch, built at start
+    tag_lister: object = None                             # an OllamaEngine that only lists pulled tags
     _stop: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -71,19 +67,46 @@ class WorkerRuntime:
                 self.engines[name] = create_engine(name, host=self.options.ollama_host,
                                                    threads=self.options.threads)
             else:
-                self.engines[name] = create_engine(name, threads=self.options.threads)
+                self.engines[name] = create_engine(name, threads=self.options.threads,
+                                                   cache_dir=self.options.cache_dir,
+                                                   max_loaded=self.options.max_loaded_models)
         return self.engines[name]
+
+    def models(self) -> list[str] | None:
+        """What this worker can run now: the embedded catalog's models and the tags its Ollama
+        server has pulled (/api/tags); None when that server does not answer (unknown, not none)."""
+        from shared.catalog import CATALOG
+        from worker.engines.base import EngineError
+
+        out = list(CATALOG) if "embedded" in self.options.engines else []
+        if "ollama" in self.options.engines:
+            if self.tag_lister is None:   # its own client, short timeout: a hung server cannot stall heartbeats
+                from worker.engines.ollama import OllamaEngine
+
+                self.tag_lister = OllamaEngine(host=self.options.ollama_host, timeout_s=5.0, preload=False,
+                                               unload_on_close=False)
+            try:
+                out += self.tag_lister.available_models()
+            except EngineError:
+                return None
+        return out
 
     def start_heartbeat(self) -> None:
         from worker import store
 
-        interval = heartbeat_seconds()
+        interval = self.options.heartbeat_seconds
 
         def beat() -> None:
+            broker = None
             while not self._stop.wait(interval):
                 try:
+                    # "online" means consuming: no beat while the broker does not answer.
+                    broker = broker or broker_client()
+                    if broker is not None and not broker.ping():
+                        continue
                     store.heartbeat(self.database_url, self.hardware.hostname, self.options.queue,
-                                    self.current_task, self.name, self.options.lease_seconds)
+                                    self.current_task, self.name, self.options.lease_seconds,
+                                    models=self.models())
                 except Exception:  # a missed beat is what marks a worker offline; never crash
                     pass
 
@@ -91,9 +114,45 @@ class WorkerRuntime:
 
     def close(self) -> None:
         self._stop.set()
-        for engine in self.engines.values():
+        for engine in [*self.engines.values(), *([self.tag_lister] if self.tag_lister else [])]:
             engine.close()
         self.meter.close()
+        if self.pause_watch is not None:
+            self.pause_watch.close()
+
+
+def exit_after(grace_s: float) -> threading.Timer:
+    """Once shutdown has begun: exit this process if it still runs `grace_s` seconds later.
+
+    Celery's warm shutdown waits for the broker (acks, restoring unacked messages) and,
+    without it, never ends. A task cut off here keeps its lease and is run again: its
+    message was never acknowledged, and the reconcile job re-sends it from Postgres."""
+    import os
+    import sys
+
+    def expire() -> None:
+        sys.stderr.write(f"worker: shutdown not finished after {grace_s:g} s (broker unreachable?): "
+                         "exiting now\n")
+        sys.stderr.flush()
+        os._exit(1)
+
+    timer = threading.Timer(grace_s, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def broker_client():
+    """A Redis client for this process's broker (the configured Celery app's), with short
+    timeouts, or None for a broker that is not Redis (e.g. memory:// in tests)."""
+    import redis
+
+    from shared.celery_app import app
+
+    url = app.conf.broker_url or ""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 
 
 _runtime: WorkerRuntime | None = None
@@ -107,20 +166,22 @@ def start(options: WorkerOptions, database_url: str) -> WorkerRuntime:
         if _runtime is not None:
             return _runtime
         from worker import store
-        from worker.energy import EnergyMeter
+        from worker.energy import EnergyMeter, PauseWatch
         from worker.engines.embedded import default_threads
-        from worker.catalog import CATALOG
 
         hardware = detect()
-        meter = EnergyMeter(cpu_watts=options.cpu_watts, ram_watts=options.ram_watts)
+        meter = EnergyMeter(cpu_watts=options.cpu_watts, ram_watts=options.ram_watts,
+                            exclude_ram=options.exclude_ram,
+                            **({"host_lock": options.measure_lock} if options.measure_lock else {}))
         options.threads = options.threads or default_threads()
-        rt = WorkerRuntime(options=options, database_url=database_url, hardware=hardware, meter=meter)
+        rt = WorkerRuntime(options=options, database_url=database_url, hardware=hardware, meter=meter,
+                           pause_watch=PauseWatch())
         store.register_worker(database_url, {
             "hostname": hardware.hostname, "queue": options.queue, "cpu_model": hardware.cpu_model,
             "cores": hardware.cores, "ram_gb": hardware.ram_gb, "gpu": hardware.gpu,
             "os": hardware.os, "energy_method": meter.method, "hardware_profile": hardware.profile,
             "engines": list(options.engines),
-            "models": list(CATALOG) if "embedded" in options.engines else [],
+            "models": rt.models() or [],
             "threads": options.threads,
         })
         rt.idle_watts = store.idle_watts(database_url, hardware.hostname)
@@ -132,9 +193,9 @@ def start(options: WorkerOptions, database_url: str) -> WorkerRuntime:
 def current() -> WorkerRuntime:
     """This process's runtime, built from the environment if the CLI did not build it."""
     if _runtime is None:
-        from shared.celery_app import database_url
+        from shared.celery_app import database_url, process_settings
 
-        return start(WorkerOptions.from_env(), database_url())
+        return start(WorkerOptions.from_settings(process_settings()), database_url())
     return _runtime
 
 

@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from shared.db import session_scope
-from shared.models import Experiment, Result, Task, TaskStatus, Variant, WorkerNode, utcnow
+from shared.models import Experiment, Result, Task, Variant, WorkerNode, utcnow
+from shared.status import ExperimentStatus, TaskStatus
 
 log = logging.getLogger("greenctl.worker")
 T = TypeVar("T")
@@ -90,8 +91,8 @@ def claim(db: str, task_id: int, worker: str, lease_s: int, known: dict | None =
         if row.variant_id not in known:
             variant = s.get(Variant, row.variant_id)
             s.execute(sa.update(Experiment)
-                      .where(Experiment.id == row.experiment_id, Experiment.status == TaskStatus.QUEUED)
-                      .values(status=TaskStatus.RUNNING))
+                      .where(Experiment.id == row.experiment_id, Experiment.status == ExperimentStatus.QUEUED)
+                      .values(status=ExperimentStatus.RUNNING))
             spec = s.execute(sa.select(Experiment.spec).where(Experiment.id == row.experiment_id)).scalar()
             known[row.variant_id] = dict(model=variant.model, engine=variant.engine,
                                          variant=variant.variant, params=dict(variant.params),
@@ -108,16 +109,26 @@ def finish_experiment_if_done(db: str, experiment_id: int) -> bool:
     open and neither would close the experiment. The `finished_at IS NULL`
     guard lets exactly one of them close it.
     """
+    # held: a later round of a stop-when-decided experiment; the scheduler releases or cancels it.
     still_open = sa.exists().where(Task.experiment_id == experiment_id,
-                                   Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING]))
+                                   Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.HELD]))
     with session_scope(db) as s:
         closed = s.execute(
             sa.update(Experiment)
             .where(Experiment.id == experiment_id, Experiment.finished_at.is_(None),
-                   Experiment.status != TaskStatus.CANCELLED, ~still_open)
-            .values(status=TaskStatus.DONE, finished_at=utcnow())
+                   Experiment.status != ExperimentStatus.CANCELLED, ~still_open)
+            .values(status=ExperimentStatus.DONE, finished_at=utcnow())
         ).rowcount
     return bool(closed)
+
+
+def round_over(db: str, experiment_id: int) -> bool:
+    """No task of the experiment is queued or running: a stop-when-decided round is over
+    (the scheduler then looks and releases the next round or stops; scheduler.rounds)."""
+    with session_scope(db) as s:
+        return not s.execute(sa.select(sa.exists().where(
+            Task.experiment_id == experiment_id,
+            Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING])))).scalar()
 
 
 def write_result(db: str, result: dict) -> bool:
@@ -167,13 +178,14 @@ def register_worker(db: str, node: dict) -> None:
 
 
 def heartbeat(db: str, hostname: str, queue: str, task_id: int | None = None,
-              worker: str = "", lease_s: int = 0) -> None:
+              worker: str = "", lease_s: int = 0, models: list[str] | None = None) -> None:
     """Say this worker is alive, and extend the lease of the task it is running
-    (a long inference is not handed to another worker while this one lives)."""
+    (a long inference is not handed to another worker while this one lives);
+    `models` (what it can run now) replaces the stored list unless None."""
     with session_scope(db) as s:
         s.execute(sa.update(WorkerNode)
                   .where(WorkerNode.hostname == hostname, WorkerNode.queue == queue)
-                  .values(last_heartbeat=utcnow()))
+                  .values(last_heartbeat=utcnow(), **({"models": models} if models is not None else {})))
         if task_id is not None:
             s.execute(sa.update(Task)
                       .where(Task.id == task_id, Task.status == TaskStatus.RUNNING, Task.worker == worker)
@@ -193,3 +205,29 @@ def idle_watts(db: str, hostname: str) -> float | None:
         return s.execute(sa.select(WorkerNode.idle_watts)
                          .where(WorkerNode.hostname == hostname, WorkerNode.idle_watts.is_not(None))
                          .order_by(WorkerNode.last_heartbeat.desc()).limit(1)).scalar()
+
+
+def task_status(db: str, task_id: int) -> str | None:
+    """A task's status as stored (None when there is no such task)."""
+    with session_scope(db) as s:
+        return s.execute(sa.select(Task.status).where(Task.id == task_id)).scalar()
+
+
+def good_fits(db: str, hardware_profile: str) -> dict[str, tuple[int, dict]]:
+    """target -> (id, fit JSON) of the newest good estimator fit of a hardware profile."""
+    from shared.models import EstimatorFit
+
+    out: dict[str, tuple[int, dict]] = {}
+    with session_scope(db) as s:
+        rows = s.execute(sa.select(EstimatorFit.target, EstimatorFit.id, EstimatorFit.model)
+                         .where(EstimatorFit.hardware_profile == hardware_profile, EstimatorFit.is_good.is_(True))
+                         .order_by(EstimatorFit.version.desc())).all()
+    for target, fit_id, model in rows:
+        out.setdefault(target, (fit_id, model))
+    return out
+
+
+def variant_model_info(db: str, variant_id: int) -> dict:
+    """What the worker recorded when it loaded the variant (parameter_count, bits_per_weight...)."""
+    with session_scope(db) as s:
+        return dict(s.execute(sa.select(Variant.model_info).where(Variant.id == variant_id)).scalar() or {})

@@ -6,14 +6,16 @@ JSON (a task id) and are validated here too, not only by the scheduler.
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 
 from sqlalchemy.exc import DBAPIError
 
-from shared.celery_app import ESTIMATOR_QUEUE, INFER_TASK, REFIT_TASK, app
-from worker import runtime, store
-from worker.energy import EnergyReading, grid_intensity_kg_per_kwh
+from shared.celery_app import ADVANCE_TASK, ESTIMATOR_QUEUE, INFER_TASK, REFIT_TASK, SCHEDULER_QUEUE, app
+from worker import expect, runtime, store
+from shared.accounting import Accounted, account, at_the_wall
+from worker.energy import Measurement, grid_intensity_kg_per_kwh
 from worker.engines import EngineError, Generation, InferenceRequest
-from worker.prompts import build_messages, display_label, parse_label
+from shared.prompts import build_messages, display_label, parse_label
 
 log = logging.getLogger("greenctl.worker")
 
@@ -66,20 +68,34 @@ def load_model(rt: runtime.WorkerRuntime, job: store.Job):
 
 
 def measure(rt: runtime.WorkerRuntime, job: store.Job, engine, request: InferenceRequest
-            ) -> tuple[Generation, EnergyReading]:
-    pue, intensity = carbon_of(rt, job)
-    rt.meter.begin(f"task-{job.task_id}")
+            ) -> tuple[Generation, Measurement, str | None]:
+    """The generation, its energy window and, when the window was paused (SIGSTOP, the
+    machine asleep), why its time and energy are not the inference's (else None)."""
+    window = f"task-{job.task_id}"
+    rt.pause_watch.begin()
+    rt.meter.begin(window)
     try:
         generation = engine.generate(request)
     finally:
-        reading = rt.meter.end(pue, intensity)
-    return generation, reading
+        measurement = rt.meter.end(window)
+        paused = rt.pause_watch.end()
+    if paused:
+        log.warning("task %s: result marked invalid: %s", job.task_id, paused)
+    return generation, measurement, paused
+
+
+def account_for(rt: runtime.WorkerRuntime, job: store.Job, m: Measurement) -> Accounted:
+    """The experiment's PUE and grid, and this machine's idle power, applied to one measurement."""
+    pue, intensity = carbon_of(rt, job)
+    return account(m.cpu_kwh, m.ram_kwh, m.gpu_kwh, m.duration_s, pue=pue,
+                   intensity_kg_per_kwh=intensity, idle_watts=rt.idle_watts)
 
 
 def result_row(rt: runtime.WorkerRuntime, job: store.Job, request: InferenceRequest,
-               gen: Generation, energy: EnergyReading) -> dict:
+               gen: Generation, measured: Measurement, paused: str | None = None) -> dict:
     labels = job.spec["dataset"]["labels"]
     prediction = parse_label(gen.text, labels)
+    energy = account_for(rt, job, measured)
     return dict(
         task_id=job.task_id, experiment_id=job.experiment_id, variant_id=job.variant_id,
         worker=rt.name, hardware_profile=rt.hardware.profile,
@@ -88,11 +104,12 @@ def result_row(rt: runtime.WorkerRuntime, job: store.Job, request: InferenceRequ
         output_tokens=gen.output_tokens, load_s=gen.load_s, prompt_s=gen.prompt_s,
         decode_s=gen.decode_s, e2e_s=gen.e2e_s, threads=rt.options.threads,
         energy_cpu_kwh=energy.cpu_kwh, energy_ram_kwh=energy.ram_kwh, energy_gpu_kwh=energy.gpu_kwh,
-        energy_kwh=energy.energy_kwh, co2_kg=energy.co2_kg, energy_method=energy.method,
-        idle_energy_kwh=(None if rt.idle_watts is None
-                         else rt.idle_watts * energy.duration_s / 3.6e6 * energy.pue),
-        energy_detail=energy.detail, carbon_intensity_kg_per_kwh=energy.carbon_intensity_kg_per_kwh,
-        pue=energy.pue,
+        energy_kwh=energy.energy_kwh, co2_kg=energy.co2_kg, energy_method=measured.method,
+        idle_energy_kwh=energy.idle_energy_kwh,
+        energy_detail=measured.detail, energy_measured_kwh=at_the_wall(measured.measured_kwh, energy.pue),
+        window_started_at=datetime.fromtimestamp(measured.started_at, timezone.utc), window_s=measured.duration_s,
+        carbon_intensity_kg_per_kwh=energy.carbon_intensity_kg_per_kwh,
+        pue=energy.pue, valid=paused is None, invalid_reason=paused,
     )
 
 
@@ -110,7 +127,10 @@ def run_job(task, rt: runtime.WorkerRuntime, job: store.Job) -> tuple[bool, str]
     try:
         request = build_request(job)
         engine = load_model(rt, job)
-        generation, energy = measure(rt, job, engine, request)
+        # The estimate this inference is expected to cost, recorded before it runs (worker.expect).
+        estimate = expect.expected(rt.database_url, rt.hardware.profile, job.variant_id, request,
+                                   rt.options.threads, carbon_of(rt, job)[0])
+        generation, energy, paused = measure(rt, job, engine, request)
     except EngineError as exc:
         if exc.retryable and task.request.retries < ENGINE_RETRIES:
             store.release(rt.database_url, job.task_id, str(exc))
@@ -124,7 +144,7 @@ def run_job(task, rt: runtime.WorkerRuntime, job: store.Job) -> tuple[bool, str]
                           f"worker error ({type(exc).__name__}): {exc}"), "failed"
     try:
         return store.with_db_retry(store.write_result, rt.database_url,
-                                   result_row(rt, job, request, generation, energy)), "done"
+                                   {**result_row(rt, job, request, generation, energy, paused), **estimate}), "done"
     except DB_DOWN:
         raise
     except DBAPIError as exc:   # e.g. permission denied: retrying cannot help
@@ -144,12 +164,14 @@ def infer(self, task_id: int) -> str:
         except store.LeaseHeld as held:
             # Maybe its worker died just now: look again once the lease has run out.
             raise self.retry(countdown=held.seconds_left + 1, exc=held)
-        if job is None:
-            return "skipped: already finished"
+        if job is None:   # say which: a cancelled task is not a finished one
+            return f"skipped: task {task_id} is {store.task_status(rt.database_url, task_id) or 'not in the database'}"
         rt.current_task = task_id
         experiment_finished, outcome = run_job(self, rt, job)
         if experiment_finished:
             on_experiment_finished(rt)
+        if job.spec.get("stop") and store.round_over(rt.database_url, job.experiment_id):
+            app.send_task(ADVANCE_TASK, args=[job.experiment_id], queue=SCHEDULER_QUEUE)
         return outcome
     except DB_DOWN as exc:
         # Postgres is away: keep the message and try again later, never drop a measurement.

@@ -7,11 +7,14 @@ import click
 
 # Each module exposes `commands`: a list of click commands/groups to register.
 COMMAND_MODULES = [
-    "greenctl.cli.experiments",   # submit, status, demo
+    "greenctl.cli.experiments",   # submit, status
+    "greenctl.cli.demo",          # demo
     "greenctl.cli.reports",       # report, compare, recommend
     "greenctl.cli.workers",       # worker, workers
+    "greenctl.cli.doctor",        # doctor
     "greenctl.cli.models",        # models list|pull|quantize
     "greenctl.cli.estimator",     # estimate, estimator fit|validate|list
+    "greenctl.cli.plan",          # plan
     "greenctl.cli.cluster",       # up, down, ps, scheduler, cancel, resume
     "greenctl.cli.db",            # db roles
 ]

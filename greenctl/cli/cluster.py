@@ -16,10 +16,9 @@ ENERGY_NOTE = ("note: {n} workers on one machine share its energy measurement (C
 
 
 def _celery_app(broker: str):
-    from shared.celery_app import app, celery_settings
+    from shared.celery_app import configure
 
-    app.conf.update(celery_settings(broker, common.settings().lease_seconds))
-    return app
+    return configure(broker, None, common.settings())
 
 
 @click.command()
@@ -40,8 +39,8 @@ def up(workers: int, flower: bool, flower_port: int, wait_s: float) -> None:
 
     settings = common.settings()
     directory = cluster_dir(settings.state_dir)
-    db = common.database_url()      # starts embedded servers when needed, and migrates
-    _, broker = common.urls(need_db=False)
+    db = common.database_url(start=True)      # starts embedded servers when needed, and migrates
+    _, broker = common.urls(need_db=False, start=True)
     app = _celery_app(broker)
     urls_env = {"GREENCTL_DATABASE_URL": db, "GREENCTL_BROKER_URL": broker}
     env_of = {}
@@ -51,7 +50,7 @@ def up(workers: int, flower: bool, flower_port: int, wait_s: float) -> None:
         env_of[service.name] = dict(urls_env)
     if flower:
         try:
-            user, password, generated = svc.flower_credentials(directory)
+            user, password, generated = svc.flower_credentials(directory, common.settings())
         except svc.CredentialsError as exc:
             raise click.ClickException(f"{exc}: fix it, or unset it to get a generated password")
         env_of["flower"]["FLOWER_BASIC_AUTH"] = f"{user}:{password}"
@@ -120,10 +119,21 @@ def _flower_reusable(directory, flower_env: dict, plan) -> bool:
 def down(grace: float) -> None:
     """Stop what `greenctl up` started (by pid, checking each is still that process)
     and the embedded Postgres and Valkey of this state dir."""
-    from greenctl.cluster import local
+    from greenctl.cluster import attached, local
 
-    services, servers = local.down(common.settings().state_dir, grace_s=grace)
-    click.echo(f"stopped: {', '.join(services + servers) or 'nothing was running'}")
+    state = common.settings().state_dir
+    port = (local.embedded_servers(state).get("valkey") or {}).get("port")
+    ours = {r.pid for r in local.records_of(state)}
+    by_hand = attached.attached_workers(port, ours) if port else []
+    services, servers = local.down(state, grace_s=grace)
+    if by_hand:
+        # Without their broker they would retry forever: name them, and stop them with it.
+        for w in by_hand:
+            click.echo(f"stopping worker pid {w.pid} ({w.command}): it was attached to this state dir's "
+                       "broker, which is going away", err=True)
+        attached.stop(by_hand, grace)
+    names = services + servers + [f"worker pid {w.pid}" for w in by_hand]
+    click.echo(f"stopped: {', '.join(names) or 'nothing was running'}")
 
 
 @click.command()
@@ -138,6 +148,8 @@ def ps(as_json: bool) -> None:
     app = _celery_app(broker) if broker else None
     rows, scheduler_seen = local.status(settings.state_dir, app)
     n_workers = sum(r["name"].startswith("worker-") for r in rows)
+    if not settings.broker_url and (note := common.embedded.broker_down_note(settings.state_dir)):
+        click.echo(f"warning: {note}", err=True)
     if as_json:
         click.echo(json.dumps({"services": rows, "scheduler_last_reconcile_s": scheduler_seen,
                                "shared_energy": n_workers > 1}))
@@ -161,8 +173,8 @@ def ps(as_json: bool) -> None:
 
 
 @click.command("scheduler")
-@click.option("--broker", help="Broker URL, e.g. redis://:PASSWORD@HOST:6379/0 (default: GREENCTL_BROKER_URL or embedded).")
-@click.option("--db", help="Database URL, e.g. postgresql://USER:PASSWORD@HOST/greenctl.")
+@click.option("--broker", help="Broker URL without a password, e.g. redis://HOST:6379/0 (with one: GREENCTL_BROKER_URL; default: embedded).")
+@click.option("--db", help="Database URL without a password, e.g. postgresql://USER@HOST/greenctl (with one: GREENCTL_DATABASE_URL).")
 @click.option("--schedule-file", type=click.Path(dir_okay=False),
               help="Celery beat's schedule file (default: <state dir>/scheduler/celerybeat-schedule).")
 @click.option("--loglevel", default="INFO", show_default=True)
@@ -177,9 +189,9 @@ def scheduler_command(broker, db, schedule_file, loglevel) -> None:
     try:
         counts = reconcile_once(db_url, app, common.settings().lease_seconds)
         click.echo(f"scheduler: first reconcile sent {counts}", err=True)
-    except Exception as exc:  # the broker may come up later; beat retries every 30 s
+    except Exception as exc:  # the broker may come up later; beat retries
         click.echo(f"scheduler: first reconcile failed ({str(exc).splitlines()[0]}); "
-                   f"retrying every 30 s", err=True)
+                   f"retrying every {common.settings().reconcile_seconds:g} s", err=True)
     schedule = schedule_file or str(common.settings().state_dir / "scheduler" / "celerybeat-schedule")
     os.makedirs(os.path.dirname(os.path.abspath(schedule)), exist_ok=True)
     app.worker_main(["worker", "--pool=solo", "-Q", SCHEDULER_QUEUE, "--beat", "--schedule", schedule,
@@ -188,7 +200,7 @@ def scheduler_command(broker, db, schedule_file, loglevel) -> None:
 
 
 def _experiment_id_error(experiment_id: int) -> click.ClickException:
-    return click.ClickException(f"no experiment with id {experiment_id}: run `greenctl status` to list them")
+    return common.unknown_experiment(experiment_id)
 
 
 @click.command()

@@ -39,7 +39,7 @@ def roles(worker_role: str, scheduler_role: str, worker_password_file: Path | No
     from shared.config import mask_url
     from shared.roles import RoleError, create_roles, drop_roles, role_url
 
-    url = common.database_url()          # migrated first: the grants name the tables
+    url = common.database_url(start=True)          # migrated first: the grants name the tables
     try:
         if drop:
             dropped = drop_roles(url, worker_role, scheduler_role)

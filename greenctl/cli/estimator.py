@@ -7,7 +7,7 @@ import click
 
 from greenctl.cli import common
 
-GPU_PROFILES = ("a100-helm", "a100-llm-perf")   # estimator.hardware.PROFILES, without importing it here
+from estimator.hardware import PROFILES as GPU_PROFILES   # light: formulas only, no fitting libraries
 
 
 def _db_url() -> str:
@@ -18,25 +18,27 @@ def _resolve_model(model: str | None, params: float | None, layers: int | None) 
     from estimator import datasets
 
     if (model is None) == (params is None):
-        raise click.ClickException("give exactly one of --model NAME or --params COUNT (e.g. --params 7e9)")
+        raise common.BadInput("--model/--params: give exactly one of --model NAME or --params COUNT (e.g. --params 7e9)")
     if params is not None:
         return f"{params:.3g} parameters", params, layers
-    cards = datasets.model_cards()
-    if model not in cards.index:
-        raise click.ClickException(f"--model: unknown model {model!r}; pass --params COUNT instead "
+    name = datasets.card_name(model)      # a card's name, or an Ollama tag it answers to
+    if name is None:
+        raise common.BadInput(f"--model: unknown model {model!r}; pass --params COUNT instead "
                                    f"(see `greenctl estimator list --models`)")
-    card = cards.loc[model]
-    return model, float(card["params"]), layers or int(card["layers"])
+    card = datasets.model_cards().loc[name]
+    return (model if model == name else f"{model} ({name})"), float(card["params"]), layers or int(card["layers"])
 
 
 def _gpu_fit() -> tuple[dict, str]:
     """The stored HELM fit when the database has one, else a fresh fit of the bundled data."""
     from estimator import estimate as est, reproduce, store
 
+    # A stored fit only from a database the user configured: a GPU estimate starts no server.
+    url = common.settings().database_url
     try:
-        row = store.latest_fit(_db_url(), est.FIT_PROFILE, est.LATENCY)
-    except click.ClickException:
-        row = None   # no database: the bundled data still answers
+        row = store.latest_fit(url, est.FIT_PROFILE, est.LATENCY) if url else None
+    except Exception:  # an unreachable database: the bundled data still answers
+        row = None
     if row:
         return row["model"], f"{row['hardware_profile']}/{row['target']} v{row['version']} ({row['kind']}, stored)"
     return reproduce.fit_helm(), "bundled HELM fit (not stored; `greenctl estimator fit` stores it)"
@@ -75,7 +77,7 @@ def estimate(model, params, bits, prompt_tokens, output_tokens, profile, devices
         url = _db_url()
         latency_fit = store.latest_fit(url, profile, est.LATENCY)
         if latency_fit is None:
-            raise click.ClickException(
+            raise common.BadInput(
                 f"--hardware: no fit for profile {profile!r}; use {' or '.join(GPU_PROFILES)}, or run "
                 f"`greenctl estimator fit --hardware {profile}` after an experiment on that machine")
         energy_fit = store.latest_fit(url, profile, est.ENERGY)
@@ -124,7 +126,7 @@ def fit(profile, as_json) -> None:
     """Fit the estimator for a hardware profile and store it as the next version."""
     from estimator import estimate as est, hardware, reproduce, store
 
-    url = _db_url()
+    url = common.database_url(start=True)     # a fit is stored: the one estimator command that writes
     if profile in hardware.PROFILES:
         fit_json = reproduce.fit_helm()
         metrics = {"mape": fit_json["interval"]["e2e_mape"],
@@ -156,7 +158,8 @@ def fit(profile, as_json) -> None:
 
 @estimator.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def validate(as_json) -> None:
+@click.option("--wide", **common.WIDE_OPTION)
+def validate(as_json, wide) -> None:
     """Score the paper's R-ICE and the improved estimator on LLM-Perf A100 (MAPE per model and overall)."""
     from estimator import reproduce
 
@@ -164,69 +167,74 @@ def validate(as_json) -> None:
     if as_json:
         click.echo(json.dumps(report))
         return
-    _print_validation(report)
+    _print_validation(report, wide)
 
 
 @estimator.command(name="list")
 @click.option("--hardware", "profile", help="Only this hardware profile.")
 @click.option("--models", "show_models", is_flag=True, help="List the model names --model accepts instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
-def list_(profile, show_models, as_json) -> None:
+@click.option("--wide", **common.WIDE_OPTION)
+def list_(profile, show_models, as_json, wide) -> None:
     """Stored fits: version, training size, held-out MAPE and whether it is in use."""
     if show_models:
         from estimator import datasets
 
-        cards = datasets.model_cards().reset_index()[["model", "params", "layers"]].to_dict("records")
-        click.echo(json.dumps(cards) if as_json else "\n".join(
-            f"{c['model']:40s} {c['params']:.3g} params, {c['layers']} layers" for c in cards))
+        cards = datasets.model_cards().reset_index()[["model", "params", "layers", "aliases"]].to_dict("records")
+        click.echo(json.dumps({"models": cards}) if as_json else "\n".join(
+            f"{c['model']:40s} {c['params']:.3g} params, {c['layers']} layers"
+            + (f"; Ollama {', '.join(c['aliases'].split())}" if c["aliases"] else "") for c in cards))
         return
     from estimator import store
 
-    fits = store.list_fits(_db_url(), profile)
+    url = _db_url()
+    fits = store.list_fits(url, profile)
+    live = store.live_accuracy(url)     # on rows each fit estimated before they ran (never trained on)
     for f in fits:
         f.pop("model")
+        f["live"] = live.get(f["id"])
     if as_json:
-        click.echo(json.dumps(fits))
+        click.echo(json.dumps({"fits": fits}))
         return
-    _print_fits(fits)
+    _print_fits(fits, wide)
 
 
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{x:.1%}"
 
 
-def _console():
-    from rich.console import Console
-
-    console = Console()
-    # Piped output has no width; model names need ~40 columns to stay readable.
-    return console if console.is_terminal else Console(width=150)
-
-
-def _print_validation(r: dict) -> None:
+def _print_validation(r: dict, wide: bool = False) -> None:
+    from rich import box
     from rich.table import Table
 
-    console = _console()
+    console = common.table_console(wide)
     proto = r["protocol"]
     t = Table(title=f"MAPE on {proto['validation']} ({proto['rows']} rows, {proto['models']} models; "
-                    f"{proto['prompt_tokens']}-token prompt, {proto['output_tokens']} new tokens)",
-              title_justify="left")
-    for col in ("model", "params", "rows", "latency: paper", "latency: improved", "energy: paper", "energy: improved"):
-        t.add_column(col, justify="left" if col == "model" else "right")
+                    f"{proto['prompt_tokens']}-token prompt, {proto['output_tokens']} new tokens); "
+                    "R-ICE: the paper's estimator, ours: the improved one",
+              title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True)
+    columns = ["model"] + (["params", "rows"] if wide else []) + ["lat R-ICE", "lat ours", "kWh R-ICE", "kWh ours"]
+    for col in columns:
+        t.add_column(col, justify="left" if col == "model" else "right", overflow="fold")
+
+    def row(name, params, rows, *cells, **style):
+        t.add_row(name, *([params, rows] if wide else []), *cells, **style)
+
     paper = r["paper_reproduction"]["per_model"]
     for model, m in r["per_model"].items():
         p = paper[model]
-        t.add_row(model, f"{m['params']:.3g}", str(m["rows"]), _pct(p["latency_s"]), _pct(m["latency_s"]),
-                  _pct(p["energy_kwh"]), _pct(m["energy_kwh"]))
+        row(model, f"{m['params']:.3g}", str(m["rows"]), _pct(p["latency_s"]), _pct(m["latency_s"]),
+            _pct(p["energy_kwh"]), _pct(m["energy_kwh"]))
     t.add_section()
     pr, im, rep = r["paper_reproduction"]["mape"], r["mape"], r["paper_reported"]
-    t.add_row("overall", "", str(proto["rows"]), _pct(pr["latency_s"]), _pct(im["latency_s"]),
-              _pct(pr["energy_kwh"]), _pct(im["energy_kwh"]), style="bold")
-    t.add_row("paper reported (Table IV)", "", "46", _pct(rep["latency_s"]), "", _pct(rep["energy_kwh"]), "")
+    row("overall", "", str(proto["rows"]), _pct(pr["latency_s"]), _pct(im["latency_s"]),
+        _pct(pr["energy_kwh"]), _pct(im["energy_kwh"]), style="bold")
+    row("paper reported (Table IV)", "", "46", _pct(rep["latency_s"]), "", _pct(rep["energy_kwh"]), "")
     console.print(t)
-    a = Table(title="ablations (all fitted on HELM only)", title_justify="left")
+    a = Table(title="ablations (all fitted on HELM only)", title_justify="left", box=box.SIMPLE_HEAD,
+              collapse_padding=True)
     for col in ("estimator", "layers", "devices", "energy accounting", "latency", "energy"):
-        a.add_column(col)
+        a.add_column(col, overflow="fold")
     for row in r["ablations"]:
         a.add_row(row["estimator"], row["layers"], row["devices"], row["accounting"],
                   _pct(row["mape"]["latency_s"]), _pct(row["mape"]["energy_kwh"]))
@@ -239,26 +247,36 @@ def _print_validation(r: dict) -> None:
                   f"{_pct(r['dense_only']['physical']['energy_kwh'])}.")
 
 
-def _print_fits(fits: list[dict]) -> None:
+def _print_fits(fits: list[dict], wide: bool = False) -> None:
+    from rich import box
     from rich.table import Table
 
     in_use = {}
     for f in fits:   # newest first per (profile, target)
         if f["is_good"]:
             in_use.setdefault((f["hardware_profile"], f["target"]), f["id"])
-    t = Table(title="estimator fits", title_justify="left")
-    for col in ("profile", "target", "version", "kind", "train", "test", "held-out MAPE", "good", "in use",
-                "source", "created"):
-        t.add_column(col)
+    t = Table(title="estimator fits (MAPE held out at fit time; live: on rows it estimated before they ran; "
+                    "* in use; UTC)", title_justify="left", box=box.SIMPLE_HEAD,
+              collapse_padding=True)
+    # At 80 columns the fit's kind gives way to its live accuracy (--wide shows both).
+    columns = ["profile", "target", "v"] + (["kind"] if wide else []) + \
+        ["train", "test", "MAPE", "live", "good", "use"] + (["live cover", "source", "created"] if wide else ["created"])
+    for col in columns:
+        t.add_column(col, overflow="fold",
+                     justify="right" if col in ("v", "train", "test", "MAPE", "live", "live cover") else "left")
     for f in fits:
-        t.add_row(f["hardware_profile"], f["target"], str(f["version"]), f["kind"], str(f["n_train"]),
-                  str(f["n_test"]), _pct(f["metrics"].get("mape")), "yes" if f["is_good"] else "no",
+        live = f.get("live")
+        t.add_row(f["hardware_profile"], f["target"], str(f["version"]), *([f["kind"]] if wide else []),
+                  str(f["n_train"]),
+                  str(f["n_test"]), _pct(f["metrics"].get("mape")),
+                  f"{_pct(live['mape'])} n={live['rows']}" if live else "–", "yes" if f["is_good"] else "no",
                   "*" if in_use.get((f["hardware_profile"], f["target"])) == f["id"] else "",
-                  f["source"], f["created_at"][:19])
+                  *([f"{live['coverage']:.0%}" if live else "–"] if wide else []),
+                  *([f["source"]] if wide else []), common.short_time(f["created_at"]))
     if not fits:
-        _console().print("no fits stored yet: `greenctl estimator fit` stores the HELM fit")
+        common.table_console(wide).print("no fits stored yet: `greenctl estimator fit` stores the HELM fit")
         return
-    _console().print(t)
+    common.table_console(wide).print(t)
 
 
 commands = [estimate, estimator]

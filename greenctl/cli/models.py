@@ -6,8 +6,11 @@ from pathlib import Path
 
 import click
 
+from greenctl.cli import common
+from shared import catalog
 from shared.config import Settings
-from worker import catalog
+from shared.variants import MAKEABLE
+from worker import model_files
 
 # Table cells stay short; these footnotes carry the caveats once per table.
 ORIGIN_MARKS = {"source": "", "upcast": " *", "requantized": " †"}
@@ -27,7 +30,7 @@ def _entry(name: str) -> catalog.CatalogEntry:
     try:
         return catalog.entry(name)
     except catalog.CatalogError as exc:
-        raise click.ClickException(f"NAME: {exc} (see `greenctl models list`)") from None
+        raise common.BadInput(f"NAME: {exc} (see `greenctl models list`)") from None
 
 
 def _megabytes(n: int) -> str:
@@ -44,7 +47,7 @@ def _cached(cache_dir: Path, name: str) -> list[dict]:
     from worker.quantize import describe_gguf
 
     rows = []
-    for variant, path in catalog.cached_variants(cache_dir, name).items():
+    for variant, path in model_files.cached_variants(cache_dir, name).items():
         d = describe_gguf(path)
         rows.append({"variant": variant, "path": str(path), "bits_per_weight": round(d.bits_per_weight, 3),
                      "file_bytes": d.file_bytes, "parameter_count": d.parameter_count,
@@ -108,9 +111,7 @@ def list_models(as_json: bool) -> None:
         console.print(variants_table)
     else:
         console.print(f"No variants cached under {cache_dir} yet.")
-    from worker.quantize import VARIANTS
-
-    console.print(f"Make variants with `greenctl models quantize NAME --to VARIANT`: {', '.join(VARIANTS)}.")
+    console.print(f"Make variants with `greenctl models quantize NAME --to VARIANT`: {', '.join(MAKEABLE)}.")
     _print_footnotes(console)
 
 
@@ -125,7 +126,7 @@ def pull(name: str) -> None:
 
     e = _entry(name)
     try:
-        path = catalog.pull(_cache_dir(), name)
+        path = model_files.pull(_cache_dir(), name)
     except catalog.CatalogError as exc:
         raise click.ClickException(str(exc)) from None
     d = describe_gguf(path)
@@ -136,7 +137,7 @@ def pull(name: str) -> None:
 @models.command()
 @click.argument("name")
 @click.option("--to", "variants", multiple=True, required=True, metavar="VARIANT",
-              help="Variant to make (repeatable): f16, q8_0, q5_1, q5_0, q4_1, q4_0.")
+              help=f"Variant to make (repeatable): {', '.join(MAKEABLE)}.")
 @click.option("--force", is_flag=True, help="Remake variants that are already cached.")
 def quantize(name: str, variants: tuple[str, ...], force: bool) -> None:
     """Make variants of NAME and report each one.
@@ -155,12 +156,12 @@ def quantize(name: str, variants: tuple[str, ...], force: bool) -> None:
         try:
             catalog.check_variant(name, variant)
         except catalog.CatalogError as exc:
-            raise click.ClickException(f"--to: {exc}") from None
+            raise common.BadInput(f"--to: {exc}") from None
 
     cache_dir = _cache_dir()
     err = Console(stderr=True)
     try:
-        source = catalog.pull(cache_dir, name)
+        source = model_files.pull(cache_dir, name)
     except catalog.CatalogError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -171,11 +172,11 @@ def quantize(name: str, variants: tuple[str, ...], force: bool) -> None:
     table.add_column("sha256", no_wrap=True)
     table.add_column("origin")
     for variant in dict.fromkeys(variants):   # each variant once, in the order given
-        target = catalog.model_path(cache_dir, name, variant)
+        target = model_files.model_path(cache_dir, name, variant)
         if variant == e.source_quantization or (target.exists() and not force):
             d = describe_gguf(target)
             seconds = "source" if variant == e.source_quantization else "cached"
-            row = (d.bits_per_weight, d.file_bytes, d.parameter_count, seconds, catalog.sha256_file(target))
+            row = (d.bits_per_weight, d.file_bytes, d.parameter_count, seconds, model_files.sha256_file(target))
         else:
             err.print(f"quantizing {name} {e.source_quantization} → {variant} …")
             r = quantize_file(source, target, variant)

@@ -9,7 +9,7 @@ import click
 
 from greenctl.cli import common
 
-FORMATS = ("table", "json", "csv", "md", "html", "png")
+FORMATS = ("table", "json", "csv", "md", "html", "png", "table3")
 
 
 def _build(db: str, experiment_id: int) -> dict:
@@ -17,8 +17,8 @@ def _build(db: str, experiment_id: int) -> dict:
 
     try:
         return build_report(db, experiment_id)
-    except ReportError as exc:
-        raise click.ClickException(str(exc)) from None
+    except ReportError:
+        raise common.unknown_experiment(experiment_id) from None
 
 
 def _wide_console():
@@ -46,6 +46,9 @@ def _text(data: dict, fmt: str) -> str:
         return export.as_csv(data)
     if fmt == "md":
         return export.as_markdown(data)
+    if fmt == "table3":
+        from greenctl.report.table3 import table3
+        return table3(data)
     import io
 
     from rich.console import Console

@@ -1,15 +1,18 @@
 """The shared Celery app configured from the environment, for the `celery` command
 line: Flower (`celery -A greenctl.cluster.celery_env:app flower`) and container
 healthchecks (`... inspect ping`). The broker URL comes from GREENCTL_BROKER_URL,
-so no password appears in a command line."""
+so no password appears in a command line.
+
+This module is the edge of a plain `celery -A` process: it reads the settings
+once, when celery imports it."""
 from __future__ import annotations
 
-import os
-
-from shared.celery_app import app, celery_settings
+from shared.celery_app import app, configure
 from shared.config import Settings
 
-_broker = os.environ.get("GREENCTL_BROKER_URL")
-if not _broker:
+_settings = Settings.from_env()
+if not _settings.broker_url:
     raise RuntimeError("GREENCTL_BROKER_URL is not set: e.g. redis://:PASSWORD@HOST:6379/0")
-app.conf.update(celery_settings(_broker, Settings.from_env().lease_seconds))
+configure(_settings.broker_url, _settings.database_url, _settings)
+
+__all__ = ["app"]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from greenctl.cluster import health, processes
 from greenctl.cluster.records import ProcessRecord, cluster_dir, read_all, remove
 from greenctl.cluster.services import Service
 from shared import embedded
+from shared.config import child_environment
 
 
 @dataclass
@@ -56,7 +56,7 @@ def up(state_dir: Path, services: list[Service], env_of: dict[str, dict]) -> lis
                 elif old is not None:
                     remove(directory, old.name)   # stale: its process is gone
                 log = directory / "logs" / f"{service.name}.log"
-                record = processes.spawn(directory, service.name, service.argv, os.environ | extra_env,
+                record = processes.spawn(directory, service.name, service.argv, child_environment(extra_env),
                                          log, node=service.node, url=service.url,
                                          extra={"digest": digest})
                 started.append(record)
@@ -107,24 +107,29 @@ def down(state_dir: Path, grace_s: float = 30) -> tuple[list[str], list[str]]:
     return stopped, embedded.stop(state_dir)
 
 
+def records_of(state_dir: Path) -> list[ProcessRecord]:
+    """The processes `greenctl up` started and recorded under state_dir."""
+    directory = cluster_dir(state_dir)
+    return read_all(directory) if directory.exists() else []
+
+
 def status(state_dir: Path, app) -> tuple[list[dict], float | None]:
     """(one row per service and embedded server, seconds since the scheduler's last
     reconcile or None); `app` (None when no broker is known) is used for pings."""
-    import psutil
-
     from shared.config import mask_url
 
     records = read_all(cluster_dir(state_dir))
     states = states_of(app, records)
     rows = [{"name": r.name, "pid": r.pid, "state": states[r.name], "address": r.url or r.node,
              "log": r.log} for r in records]
+    alive = embedded.running(state_dir)          # Valkey: it must answer, not merely have a pid
     for name, info in embedded_servers(state_dir).items():
-        running = bool(info.get("pid")) and psutil.pid_exists(info["pid"])
+        running = name in alive
         rows.append({"name": name, "pid": info.get("pid"), "state": "running" if running else "exited",
                      "address": mask_url(info.get("url")), "log": ""})
     seen = None
     if app is not None and any(r.name == "scheduler" for r in records):
-        from scheduler.tasks import last_seen
+        from scheduler.liveness import last_seen
 
         seen = last_seen(app)
     return rows, None if seen is None else round(time.time() - seen, 1)

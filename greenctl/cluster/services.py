@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.celery_app import ESTIMATOR_QUEUE, SCHEDULER_QUEUE
+from shared.config import Settings
 
 GREENCTL = [sys.executable, "-m", "greenctl"]
 # The Celery app configured from GREENCTL_BROKER_URL, for the `celery` command line (Flower).
@@ -68,11 +69,11 @@ class CredentialsError(ValueError):
     pass
 
 
-def flower_credentials(cluster_dir: Path) -> tuple[str, str, bool]:
+def flower_credentials(cluster_dir: Path, settings: Settings) -> tuple[str, str, bool]:
     """(user, password, generated now): from GREENCTL_FLOWER_USER/PASSWORD, else a
     password generated once and kept (0600) under the cluster dir for later restarts."""
-    user = os.environ.get("GREENCTL_FLOWER_USER") or FLOWER_USER
-    password = os.environ.get("GREENCTL_FLOWER_PASSWORD") or None   # empty (as in .env.example): generate
+    user = settings.flower_user or FLOWER_USER
+    password = settings.flower_password     # None when unset or empty (as in .env.example): generate
     # Flower reads FLOWER_BASIC_AUTH as a comma-separated list of user:password.
     if ":" in user or "," in user:
         raise CredentialsError("GREENCTL_FLOWER_USER must not contain ':' or ','")

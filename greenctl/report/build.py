@@ -12,7 +12,9 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
-from greenctl.report import metrics
+from greenctl import queries
+from greenctl.report import estimate_check, metrics, paired
+from shared.accounting import measured_share
 from shared.db import session_scope
 from shared.models import Experiment, Result, Task, TaskStatus, Variant
 
@@ -32,10 +34,8 @@ class ReportError(Exception):
     pass
 
 
-def experiment_summary(s, experiment: Experiment) -> dict:
-    counts = dict(s.execute(
-        sa.select(Task.status, sa.func.count()).where(Task.experiment_id == experiment.id)
-        .group_by(Task.status)).all())
+def experiment_summary(experiment: Experiment, counts: dict[str, int]) -> dict:
+    """The experiment's header: what it is and its tasks by status (greenctl.queries.task_counts)."""
     return {
         "id": experiment.id, "name": experiment.name, "status": experiment.status,
         "n_tasks": experiment.n_tasks,
@@ -44,6 +44,7 @@ def experiment_summary(s, experiment: Experiment) -> dict:
         "n_running": counts.get(TaskStatus.RUNNING, 0),
         "n_queued": counts.get(TaskStatus.QUEUED, 0),
         "n_cancelled": counts.get(TaskStatus.CANCELLED, 0),
+        "n_held": counts.get(TaskStatus.HELD, 0),      # later rounds of a stop-when-decided experiment
         "created_at": experiment.created_at.isoformat(),
         "finished_at": experiment.finished_at.isoformat() if experiment.finished_at else None,
     }
@@ -53,20 +54,30 @@ def _mean(xs: list[float]) -> float | None:
     return float(sum(xs) / len(xs)) if xs else None
 
 
+def _median(xs: list[float]) -> float | None:
+    """The median (robust beside the mean: one slow row cannot move it far); None when empty."""
+    import statistics
+
+    return float(statistics.median(xs)) if xs else None
+
+
 def variant_report(variant: Variant, labels: list[str], rows: list[tuple[str, Result]], n_failed: int) -> dict:
     """One variant's row of the report; rows are (true label, result) of its finished tasks."""
     results = [r for _, r in rows]
     y_true = [label for label, _ in rows]
     y_pred = [r.prediction for r in results]
-    energy = metrics.mean_ci95([r.energy_kwh for r in results])
-    co2 = metrics.mean_ci95([r.co2_kg for r in results])
-    latency = metrics.mean_ci95([r.e2e_s for r in results])
+    # A paused window's time and energy are not the inference's: out of every cost figure
+    # (counted in n_invalid); its prediction still counts for quality.
+    timed = [r for r in results if r.valid is not False]
+    energy = metrics.mean_ci95([r.energy_kwh for r in timed])
+    co2 = metrics.mean_ci95([r.co2_kg for r in timed])
+    latency = metrics.mean_ci95([r.e2e_s for r in timed])
     methods = Counter(r.energy_method for r in results)
     return {
         "model": variant.model, "variant": variant.variant, "engine": variant.engine,
         "is_baseline": variant.is_baseline, "queue": variant.queue,
         "status": "measured" if results else "not measured",
-        "n": len(results), "n_failed": n_failed,
+        "n": len(results), "n_failed": n_failed, "n_invalid": len(results) - len(timed),
         "n_unparsed": sum(1 for p in y_pred if p is None),
         **metrics.classification(y_true, y_pred, labels),
         "energy_kwh_per_inference": energy[0],
@@ -75,17 +86,21 @@ def variant_report(variant: Variant, labels: list[str], rows: list[tuple[str, Re
         "co2_kg_ci95": [co2[1], co2[2]],
         "latency_s_mean": latency[0],
         "latency_s_ci95": [latency[1], latency[2]],
-        "prompt_s_mean": _mean([r.prompt_s for r in results]),
-        "decode_s_mean": _mean([r.decode_s for r in results]),
+        "latency_s_median": _median([r.e2e_s for r in timed]),
+        "energy_kwh_median": _median([r.energy_kwh for r in timed]),
+        "prompt_s_mean": _mean([r.prompt_s for r in timed]),
+        "decode_s_mean": _mean([r.decode_s for r in timed]),
         "prompt_tokens_mean": _mean([r.prompt_tokens for r in results]),
         "prompt_tokens_uncached_mean": _mean([r.prompt_tokens_uncached for r in results]),
         "output_tokens_mean": _mean([r.output_tokens for r in results]),
         "energy_kwh_total": float(sum(r.energy_kwh for r in results)),
         "co2_kg_total": float(sum(r.co2_kg for r in results)),
-        "energy_split": metrics.energy_split([(r.energy_kwh, r.prompt_s, r.decode_s, r.e2e_s) for r in results]),
+        "energy_split": metrics.energy_split([(r.energy_kwh, r.prompt_s, r.decode_s, r.e2e_s) for r in timed]),
         "energy_method": "+".join(sorted(methods)) if methods else None,
         "energy_measured": bool(methods) and all(m in MEASURED_METHODS for m in methods),
         "energy_detail": sorted({r.energy_detail for r in results}),
+        # Fraction of the energy read from power counters (the rest estimated or forced).
+        "energy_measured_share": measured_share([(r.energy_measured_kwh, r.energy_kwh) for r in timed]),
         "carbon_intensity_kg_per_kwh": _mean([r.carbon_intensity_kg_per_kwh for r in results]),
         "pue": _mean([r.pue for r in results]),
         "hardware_profiles": sorted({r.hardware_profile for r in results if r.hardware_profile}),
@@ -167,25 +182,55 @@ def build_report(db: str, experiment_id: int) -> dict:
         labels = experiment.spec["dataset"]["labels"]
         variants = s.execute(sa.select(Variant).where(Variant.experiment_id == experiment_id)
                              .order_by(Variant.id)).scalars().all()
-        summary = experiment_summary(s, experiment)
+        summary = experiment_summary(experiment, queries.task_counts(s, experiment_id))
         # A result exists only for a task that finished (the worker writes both in one transaction).
-        rows = s.execute(sa.select(Task.variant_id, Task.label, Result).join(Result, Result.task_id == Task.id)
+        rows = s.execute(sa.select(Task.variant_id, Task.label, Result, Task.sample_index, Task.repeat)
+                         .join(Result, Result.task_id == Task.id)
                          .where(Task.experiment_id == experiment_id).order_by(Task.id)).all()
-        failed = dict(s.execute(sa.select(Task.variant_id, sa.func.count())
-                                .where(Task.experiment_id == experiment_id, Task.status == TaskStatus.FAILED)
-                                .group_by(Task.variant_id)).all())
+        reasons = queries.failures_by_variant(s, experiment_id)
+    failed = {vid: sum(n for _, n in why) for vid, why in reasons.items()}
     by_variant: dict[int, list[tuple[str, Result]]] = defaultdict(list)
-    for variant_id, label, result in rows:
+    samples: dict[int, paired.Samples] = defaultdict(paired.Samples)
+    for variant_id, label, result, sample_index, repeat in rows:
         by_variant[variant_id].append((label, result))
-    # Queued, running and cancelled tasks have no result: a report without them is partial.
-    summary["partial"] = summary["n_done"] + summary["n_failed"] < summary["n_tasks"]
+        add_sample(samples[variant_id], label, result, sample_index, repeat)
+    # Queued, running and cancelled tasks have no result: a report without them is partial
+    # (tasks a stop-when-decided rule chose not to run do not make it partial).
+    stop = experiment.stop_outcome
+    not_run = (stop or {}).get("tasks_not_run") or 0
+    summary["partial"] = summary["n_done"] + summary["n_failed"] < summary["n_tasks"] - not_run
     variant_rows = [variant_report(v, labels, by_variant[v.id], failed.get(v.id, 0)) for v in variants]
+    for v, row in zip(variants, variant_rows):   # failed, grouped by reason: what a user must fix
+        row["failures"] = [{"reason": why, "tasks": n} for why, n in reasons.get(v.id, [])]
+        if not row["n"] and row["n_failed"]:
+            row["status"] = "failed"
+    tolerance = float(((experiment.spec.get("stop") or {}).get("f1_tolerance")) or paired.F1_TOLERANCE)
+    per_variant = [samples[v.id] for v in variants]
+    looks_level = (stop or {}).get("level")     # a stop rule's per-look level: its verdicts, not 95 %
+    verdicts = paired.annotate(variant_rows, per_variant, labels, tolerance, looks_level)
     return {
         "experiment": summary,
         "variants": with_pareto_front(with_baseline_deltas(variant_rows)),
-        "totals": totals([r for _, _, r in rows]),
+        "totals": totals([row[2] for row in rows]),
         "labels": labels,
         "energy_methods": method_notes(variant_rows),
         "carbon": experiment.spec.get("carbon", {}),
+        # stop when decided (scheduler.rounds): samples it took, looks, method, energy saved (estimate)
+        "stop": stop,
         "generated_at": datetime.now(timezone.utc).isoformat(),
+        "statistics": paired.methods(tolerance, stop),
+        "baselines": paired.baselines(per_variant, labels),
+        "verdicts": verdicts,
+        # the estimate each worker recorded before each inference, graded by its measurement
+        "estimated_vs_measured": estimate_check.per_variant(db, experiment_id, variants),
     }
+
+
+def add_sample(s: paired.Samples, label: str, r: Result, sample_index: int, repeat: int) -> None:
+    """One finished row into its variant's per-sample lists (paired by (sample_index, repeat))."""
+    s.keys.append((sample_index, repeat))
+    s.y_true.append(label)
+    s.y_pred.append(r.prediction)
+    s.energy_kwh.append(r.energy_kwh)
+    s.co2_kg.append(r.co2_kg)
+    s.e2e_s.append(r.e2e_s)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from statistics import mean
 
+from shared.variants import nominal_bits
+
 INTERVAL = "80 % (estimator)"
 
 
@@ -18,11 +20,7 @@ def _bits(variant: dict) -> float | None:
     bits = (variant.get("model_info") or {}).get("bits_per_weight")
     if bits:
         return float(bits)
-    try:
-        from worker.quantize import nominal_bits   # GGUF block sizes: q4_0 -> 4.5 bits per weight
-    except ImportError:
-        return None
-    return nominal_bits(variant["variant"])
+    return nominal_bits(variant["variant"])   # ggml block sizes: q4_0 -> 4.5 bits per weight
 
 
 def _params(variant: dict, same_model: list[dict]) -> float | None:

@@ -11,6 +11,9 @@ import io
 
 from greenctl.report import tables
 
+QUALITY = ("accuracy", "precision_weighted", "recall_weighted", "f1_weighted",
+           "precision_macro", "recall_macro", "f1_macro")
+
 # Per-variant report keys in CSV column order; the unit is part of each name.
 CSV_FIELDS = [
     "model", "variant", "engine", "is_baseline", "status", "n", "n_failed", "n_unparsed",
@@ -26,7 +29,28 @@ CSV_FIELDS = [
     "carbon_intensity_kg_per_kwh", "pue",
     "co2_change_vs_baseline", "energy_change_vs_baseline",
     "f1_weighted_change_vs_baseline", "f1_macro_change_vs_baseline", "on_pareto_front",
+    # issue 12: intervals, flags, provenance, the paired comparison with the baseline (added, never renamed)
+    *[f"{m}_ci95_{end}" for m in QUALITY for end in ("low", "high")],
+    "dominant_answer", "dominant_answer_share", "constant_answer", "constant_answer_reasons",
+    "weights_from", "upcast", "weights_origin",
+    "vs_baseline", "n_paired",
+    *[f"{m}_delta{part}" for m in ("f1_macro", "f1_weighted") for part in ("", "_ci95_low", "_ci95_high")],
+    "f1_macro_verdict", "f1_weighted_verdict", "mcnemar_pvalue",
+    *[f"{c}_ratio{part}" for c in ("energy", "co2", "latency") for part in ("", "_ci95_low", "_ci95_high")],
+    "verdict",
 ]
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A value as a CSV cell: None empty, text that a spreadsheet would run as a formula prefixed
+    with a quote (OWASP). Numbers are left alone (a negative number is not a formula)."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def csv_row(report: dict, v: dict) -> dict:
@@ -34,6 +58,20 @@ def csv_row(report: dict, v: dict) -> dict:
     row = {k: v.get(k) for k in CSV_FIELDS}
     for key in ("energy_kwh", "co2_kg", "latency_s"):
         row[f"{key}_ci95_low"], row[f"{key}_ci95_high"] = v[f"{key}_ci95"]
+    for m in QUALITY:
+        row[f"{m}_ci95_low"], row[f"{m}_ci95_high"] = v.get(f"{m}_ci95") or (None, None)
+    row["constant_answer_reasons"] = "; ".join(v.get("constant_answer_reasons") or []) or None
+    row["failure_reasons"] = "; ".join(f"{f['tasks']} failed: {f['reason']}" for f in v.get("failures", [])) or None
+    comp = v.get("vs_baseline") or {}
+    row |= {"vs_baseline": comp.get("baseline"), "n_paired": comp.get("n_paired"),
+            "mcnemar_pvalue": (comp.get("mcnemar") or {}).get("pvalue")}
+    for m in ("f1_macro", "f1_weighted"):
+        row[f"{m}_delta"] = comp.get(f"{m}_delta")
+        row[f"{m}_delta_ci95_low"], row[f"{m}_delta_ci95_high"] = comp.get(f"{m}_delta_ci95") or (None, None)
+        row[f"{m}_verdict"] = comp.get(f"{m}_verdict")
+    for c in ("energy", "co2", "latency"):
+        row[f"{c}_ratio"] = comp.get(f"{c}_ratio")
+        row[f"{c}_ratio_ci95_low"], row[f"{c}_ratio_ci95_high"] = comp.get(f"{c}_ratio_ci95") or (None, None)
     row["energy_prompt_kwh_per_inference_estimate"] = split.get("prompt_kwh_per_inference")
     row["energy_decode_kwh_per_inference_estimate"] = split.get("decode_kwh_per_inference")
     exp = report["experiment"]
@@ -55,7 +93,7 @@ def as_csv(report: dict) -> str:
     writer = csv.DictWriter(buf, fieldnames=fields or ["experiment_id"], restval="", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if x is None else x for k, x in row.items()})
+        writer.writerow({k: csv_cell(x) for k, x in row.items()})
     return buf.getvalue()
 
 
@@ -77,12 +115,21 @@ def md_table(spec: tables.TableSpec) -> str:
 def as_markdown(report: dict) -> str:
     exp = report["experiment"]
     parts = [f"# Experiment {exp['id']}: {_md_escape(exp['name'])}", "", _md_escape(tables.status_line(report))]
+    empty = tables.nothing_yet(report)
+    if empty:
+        return "\n".join(parts + ["", _md_escape(empty), ""]
+                         + [f"- {_md_escape(line)}" for line in tables.failure_notes(report)]) + "\n"
     if exp["partial"]:
         parts += ["", "> **Partial experiment:** only finished tasks are counted; "
                       f"the {tables.not_counted(exp)} tasks are not in these numbers."]
     parts += ["", "## Quality and cost per variant", ""]
-    for spec in (tables.quality(report), tables.cost(report), tables.intervals(report), tables.work(report)):
+    for spec in (tables.quality(report), tables.quality_intervals(report), tables.cost(report),
+                 tables.intervals(report), tables.work(report)):
         parts += [md_table(spec), ""]
+    if tables.verdicts(report):
+        parts += ["## Verdicts (each variant against its baseline, same samples)", ""]
+        parts += [f"- {_md_escape(line)}" for line in tables.verdicts(report)]
+        parts += ["", md_table(tables.paired_quality(report)), "", md_table(tables.paired_cost(report)), ""]
     measured = [i for i, v in enumerate(report["variants"]) if v["n"]]
     if measured:
         parts += ["## Confusion matrices (rows: true label, columns: predicted)", ""]

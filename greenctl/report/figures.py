@@ -11,6 +11,7 @@ import io
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from greenctl.report import tables, units
 
@@ -37,41 +38,140 @@ def _energy_caption(report: dict) -> str:
 
 
 def _label(v: dict, models: bool) -> str:
+    """'f16*† (16 bpw from q4_1)': the name with its marks, bits per weight and where the weights come from."""
     bits = (v.get("model_info") or {}).get("bits_per_weight")
-    return tables.variant_name(v, models) + (f" ({bits:.3g} bpw)" if bits else "")
+    parts = [f"{bits:.3g} bpw" if bits else "",
+             f"from {v['weights_from']}" if v.get("weights_origin") in ("upcast", "requantized") else ""]
+    detail = " ".join(p for p in parts if p)
+    return tables.variant_name(v, models) + (f" ({detail})" if detail else "")
+
+
+# Where a label may go from its marker, in order of preference: (dx, dy) in points. Sideways past
+# the error-bar caps and above or below the marker, so no position sits on the point's own bars.
+LABEL_SLOTS = [(10, 8), (-10, 8), (10, -8), (-10, -8)] + [
+    (dx, dy) for dy in (22, -22, 36, -36, 50, -50, 64, -64, 78, -78) for dx in (10, -10, 40, -40)]
+
+
+def _segment_points(ax, xs, ys, n: int = 40) -> list[tuple[float, float]]:
+    """Display-coordinate points along a polyline given in data units (obstacles for labels)."""
+    import numpy as np
+
+    pts = []
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+        for t in np.linspace(0.0, 1.0, n):
+            pts.append((x0 + t * (x1 - x0), y0 + t * (y1 - y0)))
+    return [tuple(p) for p in ax.transData.transform(pts)] if pts else []
+
+
+def _place_labels(fig: Figure, ax, items: list[dict], obstacles: list[tuple[float, float]]) -> None:
+    """Annotate each item {text, xy, color} at the first slot of LABEL_SLOTS whose text box stays
+    inside the axes and touches no obstacle point (markers, error bars, Pareto and reference lines)
+    and no label placed before; when none is free, at the slot with the fewest collisions."""
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    inside = ax.get_window_extent(renderer)
+    boxes = []
+
+    def collisions(box) -> int:
+        out_of_axes = not (inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0
+                           and box.y1 <= inside.y1)
+        return (100 * out_of_axes + sum(box.contains(px, py) for px, py in obstacles)
+                + 100 * sum(box.overlaps(b) for b in boxes))
+
+    def annotate(item: dict, dx: int, dy: int):
+        # a label moved away from its point gets a thin leader line back to it
+        leader = dict(arrowstyle="-", color="#999999", linewidth=0.6, shrinkA=0, shrinkB=5) if abs(dy) > 8 else None
+        ann = ax.annotate(item["text"], item["xy"], textcoords="offset points", xytext=(dx, dy), fontsize=8,
+                          ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top",
+                          color=item["color"], zorder=4, arrowprops=leader)
+        ann.update_positions(renderer)
+        return ann, Text.get_window_extent(ann, renderer).padded(2)   # the text alone, not its leader
+
+    for item in items:
+        best = None
+        for dx, dy in LABEL_SLOTS:
+            ann, box = annotate(item, dx, dy)
+            hits = collisions(box)
+            ann.remove()
+            if best is None or hits < best[0]:
+                best = (hits, dx, dy)
+            if hits == 0:
+                break
+        ann, box = annotate(item, best[1], best[2])
+        boxes.append(box)
 
 
 def co2_vs_f1(report: dict) -> bytes | None:
-    """One point per variant: x CO2e per inference (95 % interval), y weighted F1; the Pareto front marked."""
+    """One point per variant: x CO2e per inference, y weighted F1, both with 95 % interval bars; the
+    Pareto front, the majority-class and uniform-random F1 as reference lines; the F1 axis from 0."""
+    fig = co2_vs_f1_figure(report)
+    return None if fig is None else _png(fig)
+
+
+def co2_vs_f1_figure(report: dict) -> Figure | None:
+    """The Figure behind co2_vs_f1 (for tests that check where its labels went)."""
     variants = [v for v in _measured(report) if v["f1_weighted"] is not None]
     if not variants:
         return None
     unit, factor = units.pick_unit([v["co2_kg_per_inference"] for v in variants], units.CO2_UNITS)
     models = sorted({v["model"] for v in variants})
     several = len(models) > 1
-    fig = Figure(figsize=(6.4, 4.4))
+    fig = Figure(figsize=(6.4, 4.8))
     ax = fig.add_subplot()
-    for v in variants:
+    xs = [v["co2_kg_per_inference"] * factor for v in variants]
+    bars: list[tuple[list[float], list[float]]] = []          # error-bar segments, for label placement
+    for i, v in enumerate(variants):
         color = COLORS[models.index(v["model"]) % len(COLORS)]
-        x, y = v["co2_kg_per_inference"] * factor, v["f1_weighted"]
+        x, y = xs[i], v["f1_weighted"]
         low, high = (c * factor for c in v["co2_kg_ci95"])
-        ax.errorbar([x], [y], xerr=[[x - low], [high - x]], fmt="none", ecolor=color, alpha=0.5, capsize=3)
+        f_low, f_high = v.get("f1_weighted_ci95") or (None, None)
+        yerr = [[y - f_low], [f_high - y]] if f_low is not None else None
+        ax.errorbar([x], [y], xerr=[[x - low], [high - x]], yerr=yerr, fmt="none", ecolor=color, alpha=0.6,
+                    capsize=3)
+        bars.append(([low, high], [y, y]))
+        if f_low is not None:
+            bars.append(([x, x], [f_low, f_high]))
         ax.scatter([x], [y], s=70, color=color if v.get("on_pareto_front") else "white", edgecolors=color,
                    linewidths=1.5, marker="*" if v["is_baseline"] else "o", zorder=3)
-        ax.annotate(_label(v, several), (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
     front = sorted((v["co2_kg_per_inference"] * factor, v["f1_weighted"]) for v in variants if v.get("on_pareto_front"))
+    lines: list[tuple[list[float], list[float]]] = []
     if front:
-        xs, ys = zip(*front)
-        ax.step(xs, ys, where="post", linestyle="--", color="#555555", linewidth=1,
+        fx, fy = zip(*front)
+        ax.step(fx, fy, where="post", linestyle="--", color="#555555", linewidth=1,
                 label="Pareto front (filled: no variant has less CO2e and a higher F1)")
-        ax.legend(loc="upper left", fontsize=7)  # low CO2 with high F1: the ideal corner, rarely reached
-    ax.set_xlabel(f"CO2e per inference ({unit}); bars: 95 % interval of the mean")
-    ax.set_ylabel("F1 (weighted)")
+        for (x0, y0), (x1, _) in zip(front, front[1:]):
+            lines.append(([x0, x1], [y0, y0]))
+        for (_, y0), (x1, y1) in zip(front, front[1:]):
+            lines.append(([x1, x1], [y0, y1]))
+    base = report.get("baselines")
+    refs = []
+    if base:
+        refs = [base["majority"]["f1_weighted"], base["uniform_random"]["f1_weighted"]]
+        ax.axhline(refs[0], color="#b2182b", linestyle=":", linewidth=1.2,
+                   label=f"always '{base['majority']['answer']}' (majority class): {refs[0]:.2f}")
+        ax.axhline(refs[1], color="#e08214", linestyle="-.", linewidth=1,
+                   label=f"uniform random answer (expected): {refs[1]:.2f}")
+    ax.margins(x=0.3)
+    ax.set_ylim(0, 1.0)
+    x_lo, x_hi = ax.get_xlim()
+    obstacles = [p for xs_, ys_ in bars + lines + [([x_lo, x_hi], [r, r]) for r in refs]
+                 for p in _segment_points(ax, xs_, ys_)]
+    for i, v in enumerate(variants):       # markers: a disc of about 9 px around each point
+        cx, cy = ax.transData.transform((xs[i], v["f1_weighted"]))
+        obstacles += [(cx + dx, cy + dy) for dx in (-9, 0, 9) for dy in (-9, 0, 9)]
+    order = sorted(range(len(variants)), key=lambda i: -variants[i]["f1_weighted"])
+    _place_labels(fig, ax, [{"text": _label(variants[i], several), "xy": (xs[i], variants[i]["f1_weighted"]),
+                             "color": "#b2182b" if variants[i].get("constant_answer") else "black"}
+                            for i in order], obstacles)
+    ax.set_xlabel(f"CO2e per inference ({unit}); bars: 95 % intervals")
+    ax.set_ylabel("F1 (weighted); bars: 95 % bootstrap interval")
     ax.set_title("CO2e per inference vs F1, per variant (*: baseline)", fontsize=10)
-    ax.margins(x=0.25, y=0.15)
     ax.grid(alpha=0.3)
-    fig.text(0.01, -0.02, _energy_caption(report), fontsize=7, color="#555555")
-    return _png(fig)
+    if ax.get_legend_handles_labels()[0]:
+        # below the axes: never over a point or a label
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=7, ncol=1, frameon=False)
+    marks = "† upcast / ‡ re-quantized from the source file; ! no better than a constant answer"
+    fig.text(0.01, -0.10, _energy_caption(report) + "\n" + marks, fontsize=7, color="#555555", va="top")
+    return fig
 
 
 def energy_by_phase(report: dict) -> bytes | None:

@@ -16,8 +16,10 @@ import json
 from greenctl.report import tables
 
 FIGURE_CAPTIONS = {
-    "co2_vs_f1": "CO2e per inference against weighted F1, one point per variant; filled points are on the "
-                 "Pareto front (no other variant has both less CO2e and a higher F1).",
+    "co2_vs_f1": "CO2e per inference against weighted F1, one point per variant, with 95 % intervals on both "
+                 "axes; filled points are on the Pareto front (no other variant has both less CO2e and a higher "
+                 "F1); the dotted and dash-dot lines are the F1 of always answering the majority label and of a "
+                 "uniform random answer.",
     "energy_by_phase": "Energy per inference; the split into prompt and decode is an estimate, in proportion "
                        "to each task's prompt and decode time.",
     "confusion_matrices": "Confusion matrices: rows are true labels, columns predicted ones; "
@@ -80,6 +82,14 @@ def page(report: dict, figures: dict[str, bytes]) -> str:
     exp = report["experiment"]
     parts = [f"<h1>Experiment {exp['id']}: {html.escape(exp['name'])}</h1>",
              f'<p class="status" id="status">{html.escape(tables.status_line(report))}</p>']
+    empty = tables.nothing_yet(report)
+    if empty:
+        parts.append(f'<p class="partial" id="nothing-yet">{html.escape(empty)}</p><ul id="failures">')
+        parts += [f"<li>{html.escape(line)}</li>" for line in tables.failure_notes(report)]
+        parts += ["</ul>", _json_script(report)]
+        return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>"
+                f"greenctl report: experiment {exp['id']}</title><style>{STYLE}</style></head>\n<body>\n"
+                + "\n".join(parts) + "\n</body></html>\n")
     if exp["partial"]:
         parts.append(f'<p class="partial" id="partial">Partial experiment: only finished tasks are counted; '
                      f"the {html.escape(tables.not_counted(exp))} tasks are not in these numbers.</p>")
@@ -89,8 +99,15 @@ def page(report: dict, figures: dict[str, bytes]) -> str:
                      + html.escape("; ".join(f"'{m}' is an {note}" for m, note in estimates.items())) + ".</p>")
     if "co2_vs_f1" in figures:
         parts += ["<h2>CO2e per inference vs F1</h2>", figure_html("co2_vs_f1", figures["co2_vs_f1"])]
+    if tables.verdicts(report):
+        parts.append('<h2>Verdicts</h2><ul class="verdicts" id="verdicts">')
+        parts += [f"<li>{html.escape(line)}</li>" for line in tables.verdicts(report)]
+        parts.append("</ul>")
+        parts.append(table_html(tables.paired_quality(report), "paired-quality"))
+        parts.append(table_html(tables.paired_cost(report), "paired-cost"))
     parts.append("<h2>Quality and cost per variant</h2>")
-    for table_id, spec in (("quality", tables.quality(report)), ("cost", tables.cost(report)),
+    for table_id, spec in (("quality", tables.quality(report)),
+                           ("quality-intervals", tables.quality_intervals(report)), ("cost", tables.cost(report)),
                            ("intervals", tables.intervals(report)), ("work", tables.work(report))):
         parts.append(table_html(spec, table_id))
     if "energy_by_phase" in figures:

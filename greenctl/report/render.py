@@ -12,7 +12,7 @@ from rich.columns import Columns
 from rich.console import Console
 from rich.table import Table
 
-from greenctl.report import tables, units
+from greenctl.report import estimate_check, tables, units
 
 # Kept for callers of the first version of this module.
 fmt_co2 = units.co2
@@ -33,15 +33,35 @@ def rich_table(spec: tables.TableSpec) -> Table:
 def table(report: dict, console: Console | None = None) -> None:
     console = console or Console()
     console.print(tables.status_line(report), style="bold yellow" if report["experiment"]["partial"] else "bold")
-    for spec in (tables.quality(report), tables.cost(report), tables.intervals(report), tables.work(report)):
+    empty = tables.nothing_yet(report)
+    if empty:
+        console.print(empty, highlight=False)
+        for line in tables.failure_notes(report):
+            console.print(line, highlight=False)
+        return
+    for spec in (tables.quality(report), tables.quality_intervals(report), tables.cost(report),
+                 tables.intervals(report), tables.work(report)):
         console.print(rich_table(spec))
         console.print()
+    if tables.verdicts(report):
+        console.print("Verdicts (each variant against its baseline, same samples):", style="bold")
+        for line in tables.verdicts(report):
+            console.print("- " + line, highlight=False)
+        console.print()
+        for spec in (tables.paired_quality(report), tables.paired_cost(report)):
+            console.print(rich_table(spec))
+            console.print()
     measured = [i for i, v in enumerate(report["variants"]) if v["n"]]
     if measured:
         console.print(Columns([rich_table(tables.confusion(report, i)) for i in measured], padding=(1, 3)))
     console.print("Totals: " + "; ".join(f"{what} {text}" for what, text, _, _ in tables.totals(report)))
     for note in tables.notes(report):
         console.print(note, style="yellow" if "estimate" in note else None)
+    for line in estimate_check.lines(report):   # estimated vs measured: grades the estimator
+        console.print(line, highlight=False)
+    if report.get("stop"):
+        from shared.sequential import outcome_line
+        console.print(outcome_line(report["stop"]))
 
 
 def as_json(report: dict) -> str:

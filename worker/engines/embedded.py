@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import socket
 import time
 from collections import OrderedDict
 from pathlib import Path
 
-from worker import catalog
+from shared import catalog
+from worker import model_files
 from worker.engines.base import EngineError, Generation, InferenceRequest, ModelInfo
-from worker.prompts import render_plain
+from shared.prompts import render_plain
 
 
 def choices_grammar(choices: tuple[str, ...]) -> str:
@@ -24,6 +27,33 @@ def choices_grammar(choices: tuple[str, ...]) -> str:
 
 def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def close_listener(address: str) -> int:
+    """Shut this process's TCP listener at `address` ("http://127.0.0.1:PORT").
+
+    Requests are made in-process (`Server.handle_*`), so the listener serves no one
+    but other local users. Shutting it ends llama.cpp's accept loop, which then
+    closes the socket. Returns the number of listeners shut (0 or 1).
+    """
+    import psutil
+
+    try:
+        port = int(address.rsplit(":", 1)[1].strip("/"))
+    except (IndexError, ValueError):
+        return 0
+    shut = 0
+    for conn in psutil.Process().net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.fd >= 0:
+            dup = socket.fromfd(conn.fd, conn.family, socket.SOCK_STREAM)   # a dup: closing it keeps llama's fd
+            try:
+                dup.shutdown(socket.SHUT_RDWR)
+                shut += 1
+            except OSError:
+                pass
+            finally:
+                dup.close()
+    return shut
 
 
 class _Loaded:
@@ -40,9 +70,9 @@ class EmbeddedEngine:
 
         self.threads = threads or default_threads()
         self.n_ctx = n_ctx
-        self.cache_dir = Path(cache_dir) if cache_dir else Settings.from_env().cache_dir
+        self.cache_dir = Path(cache_dir) if cache_dir else Settings.from_env({}).cache_dir   # the default dir
         # Variants are interleaved per sample, so keep them all loaded (small models).
-        self.max_loaded = max_loaded or int(os.environ.get("GREENCTL_MAX_LOADED_MODELS", "4"))
+        self.max_loaded = max_loaded or 4
         self._models: OrderedDict[tuple[str, str], _Loaded] = OrderedDict()
         self._current: _Loaded | None = None
         self._pending_load_s = 0.0
@@ -55,7 +85,7 @@ class EmbeddedEngine:
             return self._current.info
         try:
             entry = catalog.entry(model)
-            path = catalog.resolve(self.cache_dir, model, variant)
+            path = model_files.resolve(self.cache_dir, model, variant)
         except catalog.CatalogError as exc:
             raise EngineError(str(exc), retryable=False) from exc
         started = time.perf_counter()
@@ -82,10 +112,18 @@ class EmbeddedEngine:
         params.warmup = False
         params.verbosity = -1
         params.endpoint_metrics = False
+        params.endpoint_props = False
+        params.endpoint_slots = False
+        # xllamacpp always opens an HTTP listener (an empty host list crashes it, a Unix
+        # socket path fails to bind). Until it is shut below, a key that exists only in
+        # this process's memory refuses every request but /health.
+        params.api_keys = [secrets.token_urlsafe(32)]
         try:
-            return xlc.Server(params)
+            server = xlc.Server(params)
         except Exception as exc:
             raise EngineError(f"llama.cpp could not load {path}: {exc}", retryable=False) from exc
+        close_listener(server.listening_address)
+        return server
 
     @staticmethod
     def _warm_up(server, chat: bool) -> None:

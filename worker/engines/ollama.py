@@ -15,69 +15,39 @@ exact and `prompt_tokens` is the same number, a lower bound whenever the cache
 was hit (`extra["prompt_tokens_exact"]` is False to say so).
 
 Context overflow: by default Ollama silently drops the front of a prompt longer
-than num_ctx, and the client cannot ask it not to on /api/chat. What can be
-detected is a server that refuses such a prompt; that becomes a non-retryable
-EngineError naming num_ctx.
+than num_ctx, and the client cannot ask it not to on /api/chat. A server that
+refuses such a prompt becomes a non-retryable EngineError naming num_ctx; with
+num_ctx set, a prompt that filled the context (prompt_eval_count >= num_ctx -
+num_predict) is failed the same way rather than scored cut.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 
 import httpx
 import ollama
 
+from shared import variants
+from shared.variants import ollama_quantization
 from worker.engines.base import EngineError, Generation, InferenceRequest, ModelInfo
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 DEFAULT_KEEP_ALIVE = "30m"
 NS_PER_S = 1e9
 
-# A tag that already ends in a quantization: `1b-instruct-q4_K_M`, `8b-fp16`, `q8_0`.
-_QUANT_SUFFIX = re.compile(r"(?:^|-)(i?q\d(?:_[0-9a-z]+)*|fp16|fp32|bf16|f16|f32)$", re.IGNORECASE)
 _BLOB_DIGEST = re.compile(r"^FROM\s+(\S*sha256[-:]([0-9a-f]{64}))\s*$", re.MULTILINE)
 # The JSON around a constrained label, {"label": "..."}, costs tokens the label itself does not.
 _JSON_ENVELOPE_TOKENS = 16
 
 
-def ollama_quantization(variant: str) -> str:
-    """A variant as Ollama's library spells it in tags: q4_k_m -> q4_K_M, f16 -> fp16."""
-    low = variant.strip().lower()
-    if low in ("f16", "f32"):
-        return "fp" + low[1:]
-    return re.sub(r"_k(_[a-z]+)?$", lambda m: "_K" + (m.group(1) or "").upper(), low)
-
-
 def ollama_tag(model: str, variant: str) -> str:
-    """The Ollama tag for `model` at `variant`.
-
-    - variant "" or "default": `model` as given.
-    - `model`'s tag already ends in a quantization: `model` as given, if the
-      variant names the same one (else an error: the two disagree).
-    - otherwise the variant is appended to the tag with "-":
-      ("llama3.2:1b-instruct", "q4_K_M") -> "llama3.2:1b-instruct-q4_K_M".
-    A model without a tag (`llama3.2`) cannot take a variant: Ollama's library
-    tags put the size before the quantization, so there is nothing sensible to build.
-    """
-    variant = (variant or "").strip()
-    if variant.lower() in ("", "default"):
-        return model
-    name, _, tag = model.partition(":")
-    wanted = ollama_quantization(variant)
-    present = _QUANT_SUFFIX.search(tag)
-    if present:
-        if ollama_quantization(present.group(1)) != wanted:
-            raise EngineError(f"model tag {model!r} already names quantization {present.group(1)!r}, "
-                              f"not variant {variant!r}: drop the quantization from the tag or use "
-                              f"variant 'default'", retryable=False)
-        return model
-    if not tag:
-        raise EngineError(f"model {model!r} has no tag to add variant {variant!r} to: name the tag "
-                          f"without its quantization (e.g. '{name}:1b-instruct', giving "
-                          f"'{name}:1b-instruct-{wanted}') or use variant 'default'", retryable=False)
-    return f"{model}-{wanted}"
+    """The Ollama tag for `model` at `variant` (the rule is `shared.variants.ollama_tag`)."""
+    try:
+        return variants.ollama_tag(model, variant)
+    except variants.VariantError as exc:
+        raise EngineError(str(exc), retryable=False) from None
 
 
 class OllamaEngine:
@@ -89,7 +59,7 @@ class OllamaEngine:
                  n_ctx: int | None = None, threads: int | None = None):
         # n_ctx/threads: the embedded engine's names for the same settings, so a
         # worker can pass one set of options to either engine.
-        self.host = host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
+        self.host = host or DEFAULT_HOST    # the worker passes OLLAMA_HOST from its settings
         self.keep_alive = keep_alive
         self.preload = preload
         self.unload_on_close = unload_on_close
@@ -162,6 +132,14 @@ class OllamaEngine:
             else:
                 text = label
         evaluated = response.prompt_eval_count or 0
+        num_ctx = self.load_options.get("num_ctx")
+        if num_ctx and evaluated >= num_ctx - options["num_predict"]:
+            # Ollama cuts a prompt that does not fit num_ctx without a word: a prompt that filled
+            # the context was (or may have been) cut, and a cut prompt is never scored.
+            raise EngineError(f"the prompt filled the context ({evaluated} prompt tokens evaluated, num_ctx "
+                              f"{num_ctx}, {options['num_predict']} to generate): Ollama truncates such prompts "
+                              "silently; raise the worker's context size or shorten the prompt (fewer "
+                              "few-shot examples)", retryable=False)
         return Generation(
             text=text,
             prompt_tokens=evaluated,

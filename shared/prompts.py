@@ -90,11 +90,13 @@ def parse_label(output: str, labels: Sequence[str]) -> str | None:
     """The label the answer states first, or None when it names none.
 
     Case-insensitive, whole words only ("neutrality" is not "neutral"), in any script.
+    A word ends at anything but a letter or digit: markdown's "_Positive_" and
+    "**Positive**" name the label (a regex word character alone would count "_" as part of the word).
     """
     found = []
     lowered = output.lower()
     for label in labels:
-        match = re.search(r"(?<!\w)" + re.escape(label.lower()) + r"(?!\w)", lowered)
+        match = re.search(r"(?<![^\W_])" + re.escape(label.lower()) + r"(?![^\W_])", lowered)
         if match:
             found.append((match.start(), label))
     return min(found)[1] if found else None

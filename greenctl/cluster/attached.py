@@ -1,0 +1,48 @@
+"""Workers attached to this machine's embedded broker that `greenctl up` did not start.
+
+`greenctl down` stops the embedded servers; a worker a user started by hand
+against them would otherwise loop "Cannot connect" forever. They are found by
+their TCP connection to the broker's port, named, and stopped with them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psutil
+
+
+@dataclass(frozen=True)
+class Attached:
+    pid: int
+    command: str
+
+
+def attached_workers(broker_port: int, exclude: set[int]) -> list[Attached]:
+    """`greenctl worker` processes with a connection to 127.0.0.1:`broker_port`, not in `exclude`."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if proc.info["pid"] in exclude or "worker" not in cmd or not any("greenctl" in c for c in cmd):
+            continue
+        try:
+            conns = proc.net_connections(kind="tcp")
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            continue
+        if any(c.raddr and c.raddr.port == broker_port for c in conns):
+            found.append(Attached(proc.info["pid"], " ".join(cmd[cmd.index("worker") - 1:]) or " ".join(cmd)))
+    return found
+
+
+def stop(attached: list[Attached], grace_s: float) -> None:
+    """SIGTERM (a worker finishes its task), then SIGKILL after `grace_s`."""
+    procs = []
+    for a in attached:
+        try:
+            p = psutil.Process(a.pid)
+            p.terminate()
+            procs.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for p in alive:
+        p.kill()
