@@ -148,8 +148,8 @@ def test_a_read_only_command_never_starts_servers(tmp_path):
 def test_tables_are_readable_at_80_columns_when_piped(tmp_path, env):
     from tests.report_fixtures import seed_experiment
 
-    seed_experiment(env["GREENCTL_DATABASE_URL"], samples=6, failed=1,
-                    name="a rather long experiment name that a user might well choose")
+    eid = str(seed_experiment(env["GREENCTL_DATABASE_URL"], samples=6, failed=1,
+                              name="a rather long experiment name that a user might well choose").experiment_id)
     with sa.create_engine(env["GREENCTL_DATABASE_URL"], poolclass=sa.pool.NullPool).begin() as conn:
         conn.execute(sa.text("INSERT INTO worker_node (hostname, queue, cpu_model, cores, ram_gb, gpu, os, "
                              "energy_method, hardware_profile, engines, models, started_at, last_heartbeat) "
@@ -157,7 +157,7 @@ def test_tables_are_readable_at_80_columns_when_piped(tmp_path, env):
                              "'Linux', 'estimated', 'cpu-amd-epyc-7b13-2c-24g', '[\"embedded\"]', '[]', "
                              "now(), now())"))
     greenctl(["estimator", "fit"], env)
-    for args in (["status"], ["workers"], ["estimator", "list"], ["estimator", "validate"]):
+    for args in (["status"], ["workers"], ["estimator", "list"], ["estimator", "validate"], ["compare", eid, eid]):
         out = greenctl(args, env).stdout
         long = [line for line in out.splitlines() if len(line) > 80]
         assert not long, (args, long)

@@ -97,7 +97,7 @@ def test_compare_puts_the_same_variant_side_by_side_across_experiments_and_machi
         second["co2_kg_per_inference"] / first["co2_kg_per_inference"] - 1)
     assert second["co2_change_vs_first"] > 0.3          # the slower machine emits more per inference
     assert sum(r["n"] for r in by_variant["q4_0"][:2]) == 28
-    table = run("compare", laptop, pi5).stdout
+    table = run("compare", laptop, pi5, "--wide").stdout     # names in full
     assert "cpu-pi5" in table and "cpu-other" in table and "on-laptop" in table and "CO2e µg" in table
 
 

@@ -93,7 +93,8 @@ def report(experiment_id: int, fmt: str, output: Path | None) -> None:
 @click.command()
 @click.argument("experiment_ids", type=int, nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def compare(experiment_ids: tuple[int, ...], as_json: bool) -> None:
+@click.option("--wide", **common.WIDE_OPTION)
+def compare(experiment_ids: tuple[int, ...], as_json: bool, wide: bool) -> None:
     """The same model and variant across experiments (or machines) side by side."""
     from greenctl.report import compare as comparing
 
@@ -102,8 +103,11 @@ def compare(experiment_ids: tuple[int, ...], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, default=str))
         return
-    console = _wide_console()
-    console.print(comparing.table(data))
+    console = common.table_console(wide)
+    console.print(comparing.table(data, wide))
+    if not wide:
+        console.print("exp: experiment id (* partial); vs 1st: CO2e change vs the variant's first row; "
+                      "`--wide` shows accuracy, macro F1, energy and the energy method.", highlight=False)
     missing = comparing.not_run(data)
     if missing:
         console.print(f"No finished task in these experiments: {', '.join(missing)}", highlight=False)

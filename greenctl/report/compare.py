@@ -42,7 +42,8 @@ def comparison(reports: list[dict]) -> dict:
     }
 
 
-def table(data: dict) -> Table:
+def table(data: dict, wide: bool = False) -> Table:
+    """The comparison; fits 80 columns unless `wide` (then every column, names in full)."""
     runs = [run for v in data["variants"] for run in v["runs"]]
     e_unit, e_f = units.pick_unit([r["energy_kwh_per_inference"] for r in runs], units.ENERGY_UNITS)
     c_unit, c_f = units.pick_unit([r["co2_kg_per_inference"] for r in runs], units.CO2_UNITS)
@@ -50,21 +51,31 @@ def table(data: dict) -> Table:
     t = Table(title="the same variant across experiments and machines (changes vs its first row)",
               title_justify="left", box=box.SIMPLE_HEAD,
               collapse_padding=True)
-    for col in ("variant", "experiment", "machine", "n", "acc", "F1 w", "F1 mac", f"energy {e_unit}",
-                f"CO2e {c_unit}", "CO2e vs first", "ΔF1 w", "latency", "energy method"):
-        t.add_column(col, justify="left" if col in ("variant", "experiment", "machine", "energy method")
-                     else "right", no_wrap=col in ("variant", "experiment", "machine"))
+    columns = (("variant", "experiment", "machine", "n", "acc", "F1 w", "F1 mac", f"energy {e_unit}",
+                f"CO2e {c_unit}", "CO2e vs first", "ΔF1 w", "latency", "energy method") if wide else
+               ("variant", "exp", "machine", "n", "F1 w", f"CO2e {c_unit}", "vs 1st", "ΔF1 w", "latency"))
+    for col in columns:
+        t.add_column(col, justify="left" if col in ("variant", "experiment", "exp", "machine", "energy method")
+                     else "right", no_wrap=wide and col in ("variant", "experiment", "machine"),
+                     overflow="fold")
     for v in [v for v in data["variants"] if v["runs"]]:
         name = f"{v['model']} {v['variant']}" if several_models else v["variant"]
         for i, run in enumerate(v["runs"]):
-            t.add_row(name if i == 0 else "",
-                      f"{run['experiment_id']} {run['experiment_name']}" + (" (partial)" if run["partial"] else ""),
-                      run["hardware_profile"], str(run["n"]), units.ratio(run["accuracy"]),
-                      units.ratio(run["f1_weighted"]), units.ratio(run["f1_macro"]),
-                      units.scaled(run["energy_kwh_per_inference"], e_f), units.scaled(run["co2_kg_per_inference"], c_f),
-                      "first" if i == 0 else units.percent_change(run["co2_change_vs_first"]),
-                      "" if i == 0 else units.delta(run["f1_weighted_change_vs_first"]),
-                      units.seconds(run["latency_s_mean"]), run["energy_method"] or units.DASH)
+            first = "first" if i == 0 else units.percent_change(run["co2_change_vs_first"])
+            df1 = "" if i == 0 else units.delta(run["f1_weighted_change_vs_first"])
+            if wide:
+                t.add_row(name if i == 0 else "",
+                          f"{run['experiment_id']} {run['experiment_name']}" + (" (partial)" if run["partial"] else ""),
+                          run["hardware_profile"], str(run["n"]), units.ratio(run["accuracy"]),
+                          units.ratio(run["f1_weighted"]), units.ratio(run["f1_macro"]),
+                          units.scaled(run["energy_kwh_per_inference"], e_f),
+                          units.scaled(run["co2_kg_per_inference"], c_f), first, df1,
+                          units.seconds(run["latency_s_mean"]), run["energy_method"] or units.DASH)
+            else:
+                t.add_row(name if i == 0 else "", str(run["experiment_id"]) + ("*" if run["partial"] else ""),
+                          run["hardware_profile"], str(run["n"]), units.ratio(run["f1_weighted"]),
+                          units.scaled(run["co2_kg_per_inference"], c_f), first, df1,
+                          units.seconds(run["latency_s_mean"]))
         t.add_section()
     return t
 
