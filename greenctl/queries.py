@@ -31,8 +31,10 @@ def experiments(db: str, experiment_id: int | None = None) -> list[tuple[Experim
 def progress(db: str, experiment_id: int) -> tuple[int, int, int, str]:
     """(finished, failed, total, status) of an experiment."""
     with session_scope(db) as s:
-        exp = s.get(Experiment, experiment_id)
+        # Counts before the total: a sustained run's next pass (worker.store.next_pass) raises
+        # n_tasks in the same commit that finishes its last task, so these never read "all done".
         counts = task_counts(s, experiment_id)
+        exp = s.get(Experiment, experiment_id)
         return sum(counts[k] for k in TASK_FINISHED), counts[TaskStatus.FAILED], exp.n_tasks, exp.status
 
 

@@ -150,6 +150,12 @@ class StopSpec(_Strict):
         return self
 
 
+class SustainSpec(_Strict):
+    """Sustained run: repeat the sample set, pass after pass, until `minutes` of wall time
+    (from the first inference) are spent; the report adds a drift section (greenctl.report.drift)."""
+    minutes: float = Field(gt=0, le=24 * 60)    # minutes, fractions allowed (e.g. 0.5)
+
+
 class ExperimentSpec(_Strict):
     name: str = Field(min_length=1, max_length=200)
     dataset: DatasetSpec
@@ -159,6 +165,14 @@ class ExperimentSpec(_Strict):
     placement: PlacementSpec = PlacementSpec()
     repeats: int = Field(default=1, ge=1, le=100)
     stop: StopSpec | None = None
+    sustain: SustainSpec | None = None
+
+    @model_validator(mode="after")
+    def _sustain_or_stop(self) -> "ExperimentSpec":
+        if self.sustain is not None and self.stop is not None:
+            raise ValueError("sustain: and stop: cannot both be set (one runs for a time, the other "
+                             "stops when decided): remove one of them")
+        return self
 
     @model_validator(mode="after")
     def _stop_rule(self) -> "ExperimentSpec":

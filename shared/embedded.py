@@ -86,6 +86,8 @@ def valkey_port(data: Path) -> int:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        # As Valkey binds: the dead broker's connections in TIME_WAIT must not count as taken.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -163,6 +165,14 @@ def _healthy(name: str, info: dict) -> bool:
 
         return _valkey_ping(info["port"], urlsplit(info.get("url", "")).password)
     return True
+
+
+def recorded(state_dir: Path) -> dict:
+    """The embedded servers recorded under state_dir, alive or not (nothing is started)."""
+    try:
+        return _read(state_dir)
+    except (ValueError, OSError):
+        return {}
 
 
 def running(state_dir: Path) -> dict:

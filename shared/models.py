@@ -131,6 +131,10 @@ class Result(SQLModel, table=True):
     estimate_energy_kwh: float | None = None
     carbon_intensity_kg_per_kwh: float = 0.0
     pue: float = 1.0
+    # The CPU clock (MHz, psutil.cpu_freq) and the hottest temperature sensor (deg C,
+    # psutil.sensors_temperatures) when the inference ended; None where not readable.
+    cpu_freq_mhz: float | None = None
+    temperature_c: float | None = None
     # False when the measurement window was disturbed (the worker was paused or the machine
     # slept): its time and energy are not the inference's. Reports leave it out of cost
     # figures and count it (n_invalid); its prediction still counts for quality.

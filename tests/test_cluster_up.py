@@ -128,13 +128,13 @@ def test_up_two_workers_and_flower_runs_an_experiment_and_down_leaves_nothing(tm
         listed = json.loads(ps.stdout)
         assert {s["name"]: s["state"] for s in listed["services"]} == {
             "scheduler": "ready", "estimator": "ready", "worker-1": "ready", "worker-2": "ready",
-            "flower": "ready", "postgres": "running", "valkey": "running"}
+            "flower": "ready", "supervisor": "running", "postgres": "running", "valkey": "running"}
         assert listed["shared_energy"] is True
         assert listed["scheduler_last_reconcile_s"] is not None
 
         again = _run(["up", "--workers", "2", "--flower", "--flower-port", str(port)], env, 180)
         assert again.returncode == 0, again.stdout + again.stderr
-        assert again.stdout.count(" running ") == 5, again.stdout
+        assert again.stdout.count(" running ") == 6, again.stdout   # and the supervisor
         assert _pids(state) == pids, "a second `up` reuses the running services"
     finally:
         if (state / embedded.SERVICES_FILE).exists():

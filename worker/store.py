@@ -131,16 +131,77 @@ def round_over(db: str, experiment_id: int) -> bool:
             Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING])))).scalar()
 
 
-def write_result(db: str, result: dict) -> bool:
-    """Insert the result (once per task) and mark the task done.
+def write_result(db: str, result: dict, sustain_minutes: float | None = None) -> bool:
+    """Insert the result (once per task) and mark the task done. In a sustained run
+    (`sustain_minutes`, the spec's sustain.minutes) the last task of a pass writes the next
+    pass in the same transaction while time is left (next_pass): no one ever sees the pass
+    finished and the experiment done in between.
 
     Returns True when this write finished the experiment.
     """
     with session_scope(db) as s:
+        exp = (s.get(Experiment, result["experiment_id"], with_for_update=True)
+               if sustain_minutes is not None else None)
         s.execute(insert(Result).values(**result).on_conflict_do_nothing(index_elements=["task_id"]))
         s.execute(sa.update(Task).where(Task.id == result["task_id"])
                   .values(status=TaskStatus.DONE, error=None, lease_until=None, updated_at=utcnow()))
+        if exp is not None:
+            next_pass(s, exp, sustain_minutes)
     return finish_experiment_if_done(db, result["experiment_id"])
+
+
+def extend_sustained(db: str, experiment_id: int) -> int:
+    """next_pass for an experiment whose spec has `sustain:` (after a failed task); how many written."""
+    with session_scope(db) as s:
+        exp = s.get(Experiment, experiment_id, with_for_update=True)
+        minutes = ((exp.spec or {}).get("sustain") or {}).get("minutes") if exp else None
+        return 0 if minutes is None else next_pass(s, exp, float(minutes))
+
+
+def next_pass(s, exp: Experiment, minutes: float) -> int:
+    """A sustained run (`sustain: {minutes: m}`): when no task is open and less than m minutes
+    have passed since the first inference's window opened, write another pass of the sample
+    set (the first pass's tasks as repeat max+1, queued, not yet sent; take_unsent sends them).
+    How many tasks were written (0: a task still open, the run closed or cancelled, or the
+    time is spent).
+
+    The caller holds the experiment's row lock (taken before its own writes): of two
+    workers finishing the last two tasks at once, the second sees the first's new pass
+    open and writes none."""
+    if exp.finished_at is not None or exp.status == ExperimentStatus.CANCELLED:
+        return 0
+    if s.execute(sa.select(sa.exists().where(
+            Task.experiment_id == exp.id,
+            Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.HELD])))).scalar():
+        return 0
+    started = s.execute(sa.select(sa.func.min(Result.window_started_at))
+                        .where(Result.experiment_id == exp.id)).scalar()
+    if started is None or (utcnow() - started).total_seconds() >= minutes * 60.0:
+        return 0
+    last = s.execute(sa.select(sa.func.max(Task.repeat)).where(Task.experiment_id == exp.id)).scalar()
+    first = s.execute(sa.select(Task.variant_id, Task.sample_index, Task.text, Task.label)
+                      .where(Task.experiment_id == exp.id, Task.repeat == 0)).all()
+    rows = [dict(experiment_id=exp.id, variant_id=v, sample_index=i, repeat=last + 1, text=t,
+                 label=lab, status=TaskStatus.QUEUED, attempts=0) for v, i, t, lab in first]
+    if rows:
+        s.execute(sa.insert(Task), rows)
+        exp.n_tasks = exp.n_tasks + len(rows)
+    return len(rows)
+
+
+def take_unsent(db: str, experiment_id: int) -> list[tuple[int, str]]:
+    """(task id, queue) of the experiment's queued tasks never sent, marked sent in the same
+    statement (so two workers never both send one), in the order enqueue_pending sends them."""
+    with session_scope(db) as s:
+        ids = s.execute(sa.update(Task)
+                        .where(Task.experiment_id == experiment_id, Task.status == TaskStatus.QUEUED,
+                               Task.enqueued_at.is_(None))
+                        .values(enqueued_at=utcnow()).returning(Task.id)).scalars().all()
+        if not ids:
+            return []
+        return [(tid, q) for tid, q in s.execute(
+            sa.select(Task.id, Variant.queue).join(Variant, Variant.id == Task.variant_id)
+            .where(Task.id.in_(ids)).order_by(Task.sample_index, Task.repeat, Task.variant_id)).all()]
 
 
 def fail(db: str, task_id: int, experiment_id: int, reason: str) -> bool:
@@ -150,6 +211,7 @@ def fail(db: str, task_id: int, experiment_id: int, reason: str) -> bool:
                   .where(Task.id == task_id, Task.status != TaskStatus.DONE)
                   .values(status=TaskStatus.FAILED, error=reason[:2000], lease_until=None,
                           updated_at=utcnow()))
+    extend_sustained(db, experiment_id)     # a failed last task of a pass ends the pass too
     return finish_experiment_if_done(db, experiment_id)
 
 

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from sqlalchemy.exc import DBAPIError
 
 from shared.celery_app import ADVANCE_TASK, ESTIMATOR_QUEUE, INFER_TASK, REFIT_TASK, SCHEDULER_QUEUE, app
-from worker import expect, runtime, store
+from worker import expect, runtime, store, thermal
 from shared.accounting import Accounted, account, at_the_wall
 from worker.energy import Measurement, grid_intensity_kg_per_kwh
 from worker.engines import EngineError, Generation, InferenceRequest
@@ -110,6 +110,7 @@ def result_row(rt: runtime.WorkerRuntime, job: store.Job, request: InferenceRequ
         window_started_at=datetime.fromtimestamp(measured.started_at, timezone.utc), window_s=measured.duration_s,
         carbon_intensity_kg_per_kwh=energy.carbon_intensity_kg_per_kwh,
         pue=energy.pue, valid=paused is None, invalid_reason=paused,
+        cpu_freq_mhz=thermal.cpu_freq_mhz(), temperature_c=thermal.temperature_c(),
     )
 
 
@@ -144,7 +145,8 @@ def run_job(task, rt: runtime.WorkerRuntime, job: store.Job) -> tuple[bool, str]
                           f"worker error ({type(exc).__name__}): {exc}"), "failed"
     try:
         return store.with_db_retry(store.write_result, rt.database_url,
-                                   {**result_row(rt, job, request, generation, energy, paused), **estimate}), "done"
+                                   {**result_row(rt, job, request, generation, energy, paused), **estimate},
+                                   (job.spec.get("sustain") or {}).get("minutes")), "done"
     except DB_DOWN:
         raise
     except DBAPIError as exc:   # e.g. permission denied: retrying cannot help
@@ -170,6 +172,9 @@ def infer(self, task_id: int) -> str:
         experiment_finished, outcome = run_job(self, rt, job)
         if experiment_finished:
             on_experiment_finished(rt)
+        if job.spec.get("sustain"):   # a sustained run's next pass (store.write_result wrote it)
+            for next_id, queue in store.take_unsent(rt.database_url, job.experiment_id):
+                app.send_task(INFER_TASK, args=[next_id], queue=queue)
         if job.spec.get("stop") and store.round_over(rt.database_url, job.experiment_id):
             app.send_task(ADVANCE_TASK, args=[job.experiment_id], queue=SCHEDULER_QUEUE)
         return outcome

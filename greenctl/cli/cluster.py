@@ -33,7 +33,7 @@ def up(workers: int, flower: bool, flower_port: int, wait_s: float) -> None:
     GREENCTL_DATABASE_URL / GREENCTL_BROKER_URL are set), the scheduler, the estimator,
     N workers and, with --flower, Flower. Services already running are reused;
     `greenctl down` stops them all."""
-    from greenctl.cluster import local, processes, services as svc
+    from greenctl.cluster import local, processes, services as svc, supervise
     from greenctl.cluster.records import cluster_dir
     from shared.config import mask_url
 
@@ -46,6 +46,8 @@ def up(workers: int, flower: bool, flower_port: int, wait_s: float) -> None:
     env_of = {}
     plan = svc.plan(workers, settings.default_queue, os.cpu_count() or 1,
                     flower_port if flower else None, settings.state_dir / "scheduler" / "celerybeat-schedule")
+    # Last: it restarts a service that dies (`down` stops it first; a second `up` reuses it).
+    plan.append(svc.Service(supervise.NAME, supervise.argv(directory)))
     for service in plan:
         env_of[service.name] = dict(urls_env)
     if flower:
@@ -70,12 +72,13 @@ def up(workers: int, flower: bool, flower_port: int, wait_s: float) -> None:
             return
         states = local.wait_ready(app, [s.record for s in started], wait_s)
     except KeyboardInterrupt:
-        ours = [s.record for s in started if s.how != "running"]
+        # The supervisor first, so it restarts none of the others.
+        ours = sorted((s.record for s in started if s.how != "running"), key=lambda r: r.name != supervise.NAME)
         processes.stop(directory, ours, grace_s=10)
         click.echo("interrupted: stopped the services this `up` started; the embedded servers "
                    "keep running (`greenctl down` stops them)", err=True)
         sys.exit(130)
-    bad = {name: state for name, state in states.items() if state != "ready"}
+    bad = {name: state for name, state in states.items() if state not in ("ready", "running")}
     if bad:
         logs = {s.record.name: s.record for s in started}
         detail = "; ".join(f"{n} {st} (last log line: {local.last_log_line(logs[n])!r})" for n, st in bad.items())
@@ -161,11 +164,16 @@ def ps(as_json: bool) -> None:
     from rich.table import Table
 
     t = Table(title=f"local cluster ({settings.state_dir})", title_justify="left")
-    for col in ("service", "pid", "state", "address", "log"):
+    for col in ("service", "pid", "state", "restarts", "address", "log"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r["name"], str(r["pid"]), r["state"], r["address"] or "", r["log"])
+        t.add_row(r["name"], str(r["pid"]), r["state"], str(r["restarts"]), r["address"] or "", r["log"])
     Console().print(t)
+    for r in rows:
+        if r["state"] == "failed":
+            click.echo(f"{r['name']} failed: it kept dying right after each restart, so the supervisor "
+                       f"gave up; last log lines: {' | '.join(r['last_log'])}; fix it, then `greenctl up`",
+                       err=True)
     if scheduler_seen is not None:
         click.echo(f"scheduler: last reconcile {scheduler_seen:.0f} s ago")
     if n_workers > 1:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import fasteners
 
-from greenctl.cluster import health, processes
+from greenctl.cluster import health, processes, supervise
 from greenctl.cluster.records import ProcessRecord, cluster_dir, read_all, remove
 from greenctl.cluster.services import Service
 from shared import embedded
@@ -51,15 +51,14 @@ def up(state_dir: Path, services: list[Service], env_of: dict[str, dict]) -> lis
                     if old.extra.get("digest") == digest and old.argv == service.argv:
                         result.append(Started(service, old, "running"))
                         continue
-                    processes.stop(directory, [old])
+                    processes.stop(directory, [old], descendants=old.name != supervise.NAME)
                     how = "restarted"
                 elif old is not None:
                     remove(directory, old.name)   # stale: its process is gone
                 log = directory / "logs" / f"{service.name}.log"
                 record = processes.spawn(directory, service.name, service.argv, child_environment(extra_env),
                                          log, node=service.node, url=service.url,
-                                         extra={"digest": digest})
-                started.append(record)
+                                         extra={"digest": digest}, started=started)
                 result.append(Started(service, record, how))
         except BaseException:
             processes.stop(directory, started, grace_s=10)
@@ -72,19 +71,22 @@ def wait_ready(app, records: list[ProcessRecord], timeout_s: float, poll_s: floa
     deadline = time.monotonic() + timeout_s
     while True:
         states = states_of(app, records)
-        if all(s == "ready" for s in states.values()) or "exited" in states.values() \
+        if all(s in ("ready", "running") for s in states.values()) or "exited" in states.values() \
                 or time.monotonic() > deadline:
             return states
         time.sleep(poll_s)
 
 
 def states_of(app, records: list[ProcessRecord]) -> dict[str, str]:
-    """ready (answers), starting (alive, not answering yet) or exited (process gone)."""
+    """ready (answers), running (alive, nothing to ask: the supervisor), starting (alive,
+    not answering yet), exited (process gone) or failed (the supervisor gave up on it)."""
     answering = health.ping_nodes(app, [r.node for r in records if r.node]) if app is not None else set()
     states = {}
     for r in records:
         if not processes.alive(r):
-            states[r.name] = "exited"
+            states[r.name] = "failed" if supervise.is_failed(r) else "exited"
+        elif not r.node and not r.url:
+            states[r.name] = "running"
         elif (r.node and r.node in answering) or (r.url and health.flower_ok(r.url)):
             states[r.name] = "ready"
         else:
@@ -101,9 +103,14 @@ def last_log_line(record: ProcessRecord) -> str:
 
 
 def down(state_dir: Path, grace_s: float = 30) -> tuple[list[str], list[str]]:
-    """Stop the recorded processes, then the embedded servers: (services, servers) stopped."""
+    """Stop the supervisor first (so it restarts nothing), then the recorded processes,
+    then the embedded servers: (services, servers) stopped."""
     directory = cluster_dir(state_dir)
-    stopped = processes.stop(directory, read_all(directory), grace_s=grace_s) if directory.exists() else []
+    if not directory.exists():
+        return [], embedded.stop(state_dir)
+    first = [r for r in read_all(directory) if r.name == supervise.NAME]
+    stopped = processes.stop(directory, first, grace_s=10, descendants=False)
+    stopped += processes.stop(directory, read_all(directory), grace_s=grace_s)
     return stopped, embedded.stop(state_dir)
 
 
@@ -121,12 +128,15 @@ def status(state_dir: Path, app) -> tuple[list[dict], float | None]:
     records = read_all(cluster_dir(state_dir))
     states = states_of(app, records)
     rows = [{"name": r.name, "pid": r.pid, "state": states[r.name], "address": r.url or r.node,
-             "log": r.log} for r in records]
+             "log": r.log, "restarts": r.extra.get("restarts", 0),
+             "last_restart": r.extra.get("last_restart"), "last_log": r.extra.get("last_log", [])}
+            for r in records]
     alive = embedded.running(state_dir)          # Valkey: it must answer, not merely have a pid
     for name, info in embedded_servers(state_dir).items():
         running = name in alive
         rows.append({"name": name, "pid": info.get("pid"), "state": "running" if running else "exited",
-                     "address": mask_url(info.get("url")), "log": ""})
+                     "address": mask_url(info.get("url")), "log": "", "restarts": 0, "last_restart": None,
+                     "last_log": []})
     seen = None
     if app is not None and any(r.name == "scheduler" for r in records):
         from scheduler.liveness import last_seen
@@ -137,8 +147,4 @@ def status(state_dir: Path, app) -> tuple[list[dict], float | None]:
 
 def embedded_servers(state_dir: Path) -> dict:
     """The embedded servers recorded under the state dir (nothing is started)."""
-    path = state_dir / embedded.SERVICES_FILE
-    try:
-        return json.loads(path.read_text()) if path.exists() else {}
-    except ValueError:
-        return {}
+    return embedded.recorded(state_dir)

@@ -30,8 +30,11 @@ def _unblock_signals() -> None:
 
 
 def spawn(directory: Path, name: str, argv: list[str], env: dict, log: Path,
-          node: str = "", url: str = "", extra: dict | None = None) -> ProcessRecord:
-    """Start `argv` in its own session (a terminal's Ctrl-C doesn't reach it), output to `log`."""
+          node: str = "", url: str = "", extra: dict | None = None,
+          started: list | None = None) -> ProcessRecord:
+    """Start `argv` in its own session (a terminal's Ctrl-C doesn't reach it), output to `log`.
+    The record is appended to `started` before a deferred Ctrl-C can fire, so a caller
+    that stops what it started on Ctrl-C never misses this one."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with signals_deferred(), open(log, "ab") as out:
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out,
@@ -40,6 +43,8 @@ def spawn(directory: Path, name: str, argv: list[str], env: dict, log: Path,
         record = ProcessRecord(name=name, pid=proc.pid, create_time=psutil.Process(proc.pid).create_time(),
                                argv=list(argv), log=str(log), node=node, url=url, extra=extra or {})
         write(directory, record)
+        if started is not None:
+            started.append(record)
     return record
 
 
@@ -69,14 +74,16 @@ def _terminate(procs: list[psutil.Process], grace_s: float) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
-def stop(directory: Path, records: list[ProcessRecord], grace_s: float = 30) -> list[str]:
+def stop(directory: Path, records: list[ProcessRecord], grace_s: float = 30,
+         descendants: bool = True) -> list[str]:
     """Stop each recorded process, SIGTERM first (a Celery worker finishes the task in
-    hand within `grace_s`), then its descendants still running; remove the records.
-    Returns the names of those that were running."""
+    hand within `grace_s`), then (unless `descendants` is False: the supervisor's
+    children are services with records of their own) its descendants still running;
+    remove the records. Returns the names of those that were running."""
     leaders = {r.name: p for r in records if (p := process_of(r)) is not None}
-    descendants = [d for p in leaders.values() for d in _descendants(p)]
+    children = [d for p in leaders.values() for d in _descendants(p)] if descendants else []
     _terminate(list(leaders.values()), grace_s)
-    _terminate([d for d in descendants if d.is_running()], grace_s=3)
+    _terminate([d for d in children if d.is_running()], grace_s=3)
     for record in records:
         remove(directory, record.name)
     return list(leaders)

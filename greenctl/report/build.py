@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 
 from greenctl import queries
-from greenctl.report import estimate_check, metrics, paired
+from greenctl.report import drift, estimate_check, metrics, paired
 from shared.accounting import measured_share
 from shared.db import session_scope
 from shared.models import Experiment, Result, Task, TaskStatus, Variant
@@ -223,7 +223,22 @@ def build_report(db: str, experiment_id: int) -> dict:
         "verdicts": verdicts,
         # the estimate each worker recorded before each inference, graded by its measurement
         "estimated_vs_measured": estimate_check.per_variant(db, experiment_id, variants),
+        # a sustained run (`sustain:`): energy and latency per minute, throttling flag; None otherwise
+        "drift": drift_section(experiment.spec, variants, [(row[0], row[2]) for row in rows]),
     }
+
+
+def drift_section(spec: dict, variants: list[Variant], rows: list[tuple[int, Result]]) -> dict | None:
+    """greenctl.report.drift on the valid results of a sustained run, times from its first window."""
+    minutes = (spec.get("sustain") or {}).get("minutes")
+    if minutes is None:
+        return None
+    several = len({v.model for v in variants}) > 1
+    names = {v.id: f"{v.model} {v.variant}" if several else v.variant for v in variants}
+    timed = [(vid, r) for vid, r in rows if r.valid is not False and r.window_started_at is not None]
+    start = min((r.window_started_at for _, r in timed), default=None)
+    return drift.drift([drift.Row(names[vid], (r.window_started_at - start).total_seconds(), r.energy_kwh,
+                                  r.e2e_s, r.cpu_freq_mhz, r.temperature_c) for vid, r in timed], minutes)
 
 
 def add_sample(s: paired.Samples, label: str, r: Result, sample_index: int, repeat: int) -> None:

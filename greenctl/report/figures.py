@@ -239,8 +239,39 @@ def confusion_matrices(report: dict) -> bytes | None:
     return _png(fig)
 
 
+def drift_over_time(report: dict) -> bytes | None:
+    """A sustained run: energy and latency per inference per minute, one line per variant."""
+    section = report.get("drift")
+    if not section or not any(section["per_minute"].values()):
+        return None
+    series = section["per_minute"]
+    unit, factor = units.pick_unit([m["energy_kwh_per_inference"] for ms in series.values() for m in ms],
+                                   units.ENERGY_UNITS)
+    fig = Figure(figsize=(7.0, 5.2))
+    energy_ax, latency_ax = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
+    for k, (name, minutes) in enumerate(series.items()):
+        xs = [m["minute"] for m in minutes]
+        color = COLORS[k % len(COLORS)]
+        for ax, key, ci, scale in ((energy_ax, "energy_kwh_per_inference", "energy_kwh_ci95", factor),
+                                   (latency_ax, "latency_s_per_inference", "latency_s_ci95", 1.0)):
+            ax.plot(xs, [m[key] * scale for m in minutes], "o-", color=color, label=name)
+            ax.fill_between(xs, [m[ci][0] * scale for m in minutes], [m[ci][1] * scale for m in minutes],
+                            color=color, alpha=0.15, linewidth=0)
+    energy_ax.set_ylabel(f"energy / inference ({unit})", fontsize=8)
+    latency_ax.set_ylabel("latency / inference (s)", fontsize=8)
+    latency_ax.set_xlabel("minute of the run", fontsize=8)
+    flag = {True: "throttling flagged", False: "no throttling flagged", None: "throttling undecided"}
+    energy_ax.set_title(f"Sustained run: per-minute means ({flag[section['throttled']]})", fontsize=10)
+    energy_ax.legend(fontsize=7)
+    for ax in (energy_ax, latency_ax):
+        ax.grid(alpha=0.3)
+    fig.text(0.01, -0.02, _energy_caption(report) + "; bands: 95 % interval of each minute's mean",
+             fontsize=7, color="#555555")
+    return _png(fig)
+
+
 def all_figures(report: dict) -> dict[str, bytes]:
     """name -> PNG bytes, for the figures the data allows."""
     made = {"co2_vs_f1": co2_vs_f1(report), "energy_by_phase": energy_by_phase(report),
-            "confusion_matrices": confusion_matrices(report)}
+            "confusion_matrices": confusion_matrices(report), "drift": drift_over_time(report)}
     return {name: png for name, png in made.items() if png is not None}

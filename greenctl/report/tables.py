@@ -338,4 +338,7 @@ def notes(report: dict) -> list[str]:
     if any(v.get("energy_split") for v in report["variants"]):
         out.append("Prompt/decode energy is an estimate: each task's energy split in proportion to its "
                    "prompt and decode time (the meter sees whole tasks, not phases).")
+    if report.get("drift"):    # a sustained run (greenctl.report.drift)
+        from greenctl.report.drift import line
+        out.append(line(report["drift"]))
     return out
