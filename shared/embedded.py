@@ -84,7 +84,8 @@ def valkey_port(data: Path) -> int:
     return port
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """True when 127.0.0.1:`port` can be bound (TIME_WAIT leftovers do not count)."""
     with socket.socket() as s:
         # As Valkey binds: the dead broker's connections in TIME_WAIT must not count as taken.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -104,7 +105,7 @@ def start_valkey(state_dir: Path) -> dict:
     data.mkdir(parents=True, exist_ok=True)
     os.chmod(data, 0o700)
     password, port = valkey_password(data), valkey_port(data)
-    if not _port_free(port):
+    if not port_free(port):
         raise RuntimeError(f"the embedded Valkey's port {port} (kept in {data / 'port'}) is taken by "
                            f"another program: stop it, or delete that file to pick a new port "
                            f"(then restart every greenctl service: `greenctl down && greenctl up`)")

@@ -211,8 +211,6 @@ def test_submit_prints_the_ollama_pull_lines_each_online_worker_lacks(tmp_path, 
 
 
 def test_plan_prints_the_same_pull_lines_and_writes_nothing(tmp_path, fresh_db_url):
-    if "plan" not in greenctl(["--help"], base_env()).stdout:
-        pytest.skip("greenctl plan does not exist yet")
     _insert_worker(fresh_db_url, "laptop", "default", ["ollama"], ["llama3.2:1b-instruct-q8_0"], seconds_ago=1)
     env = _system_env(tmp_path, fresh_db_url)
     out = greenctl(["plan", str(EXAMPLES / "sweep-4-8-16.yaml")], env)

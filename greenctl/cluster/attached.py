@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from greenctl.cluster import processes
+
 
 @dataclass(frozen=True)
 class Attached:
@@ -38,11 +40,7 @@ def stop(attached: list[Attached], grace_s: float) -> None:
     procs = []
     for a in attached:
         try:
-            p = psutil.Process(a.pid)
-            p.terminate()
-            procs.append(p)
+            procs.append(psutil.Process(a.pid))
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
-    for p in alive:
-        p.kill()
+    processes.terminate(procs, grace_s)

@@ -57,7 +57,7 @@ def _descendants(proc: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def _terminate(procs: list[psutil.Process], grace_s: float) -> None:
+def terminate(procs: list[psutil.Process], grace_s: float) -> None:
     """SIGTERM, then SIGKILL whatever is left after `grace_s`. psutil checks each
     process's start time before signalling: a reused pid is never hit."""
     for proc in procs:
@@ -82,8 +82,8 @@ def stop(directory: Path, records: list[ProcessRecord], grace_s: float = 30,
     remove the records. Returns the names of those that were running."""
     leaders = {r.name: p for r in records if (p := process_of(r)) is not None}
     children = [d for p in leaders.values() for d in _descendants(p)] if descendants else []
-    _terminate(list(leaders.values()), grace_s)
-    _terminate([d for d in children if d.is_running()], grace_s=3)
+    terminate(list(leaders.values()), grace_s)
+    terminate([d for d in children if d.is_running()], grace_s=3)
     for record in records:
         remove(directory, record.name)
     return list(leaders)

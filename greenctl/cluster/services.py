@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared import embedded
 from shared.celery_app import ESTIMATOR_QUEUE, SCHEDULER_QUEUE
 from shared.config import Settings
 
@@ -92,11 +93,4 @@ def flower_credentials(cluster_dir: Path, settings: Settings) -> tuple[str, str,
     return user, password, True
 
 
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+port_free = embedded.port_free   # the same check the embedded broker uses before it binds

@@ -192,17 +192,7 @@ def _stop_leftovers(record: ProcessRecord, grace_s: float = 5) -> list[int]:
     """Before a restart: a second beat or a half-dead pool child must not run beside the
     new one. Returns the pids stopped."""
     procs = _leftovers(record)
-    for proc in procs:
-        try:
-            proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
+    processes.terminate(procs, grace_s)
     return [p.pid for p in procs]
 
 
