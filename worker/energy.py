@@ -203,7 +203,12 @@ class EnergyMeter:
         Waits for the host-wide lock first: the wait is not part of the window."""
         if self._open is not None:
             raise WindowError(f"window {name!r} opened while {self._open!r} is still open")
-        if self._lock is not None:
+        if self._lock is not None and not self._lock.acquire(blocking=False):
+            # Never a silent wait: say what holds this inference back and how to separate hosts' locks.
+            logging.getLogger("greenctl.worker").warning(
+                "window %s waits for the host-wide measuring lock %s: another process on this host is "
+                "measuring an inference (one at a time: CodeCarbon measures the whole machine); "
+                "GREENCTL_MEASURE_LOCK names another lock file", name, os.fsdecode(self._lock.path))
             self._lock.acquire()
         self._tracker.start_task(name)
         # Next to CodeCarbon's own marks: it times a window from just after its counter read in
