@@ -139,7 +139,20 @@ def fit(rows: pd.DataFrame, target: str, *, min_rows: int = MIN_ROWS,
         "n_test": int(len(test)),
         # What the fit has seen: warn when asked to extrapolate far outside it.
         "inputs_seen": {c: [float(data[c].min()), float(data[c].max())] for c in INPUTS},
+        # The bits per weight of each (params, bits) pair measured: a variant whose bits lie between
+        # two of these is interpolated, although CPU speed follows the quantization type's kernel.
+        "weights_seen": sorted({(float(a), round(float(b), 3)) for a, b in zip(data["params"], data["bits"])}),
     }
+
+
+def unmeasured_weights(fit_json: dict, params: float, bits: float, tolerance: float = 0.05) -> bool:
+    """True when the fit has never seen this model size (params, relative 1 %) at these bits per
+    weight (within `tolerance` bits): its figure is an interpolation across quantization types.
+    False for fits stored before `weights_seen` was recorded (nothing known)."""
+    seen = fit_json.get("weights_seen")
+    if not seen:
+        return False
+    return not any(abs(p - params) <= 0.01 * params and abs(b - bits) <= tolerance for p, b in seen)
 
 
 def is_good(fit_json: dict) -> bool:

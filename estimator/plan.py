@@ -95,6 +95,7 @@ def measured(latency_fit: dict, energy_fit: dict | None, *, params: float, bits:
     out["extrapolating"] = [k for k, (lo, hi) in seen.items()
                             if k in checks and not all(lo <= float(x) <= hi for x in checks[k])]
     out["threads"] = threads
+    out["unmeasured_quantization"] = local.unmeasured_weights(latency_fit, params, bits)
     return out
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from shared.db import session_scope
-from shared.models import Experiment, Task, Variant, WorkerNode
+from shared.models import Experiment, Result, Task, Variant, WorkerNode
 from shared.status import TASK_FINISHED, TaskStatus
 
 
@@ -103,3 +103,37 @@ def online_ollama_workers(db: str, within_s: float) -> dict[str, dict[str, list[
         if "ollama" in (engines or []):
             out.setdefault(queue, {})[host] = list(models or [])
     return out
+
+
+def host_rows(db: str, experiment_id: int) -> list[dict]:
+    """Every finished result of an experiment with its sample, for `compare` across hosts:
+    model, engine, variant, worker (HOST:queue), hardware_profile, sample_index, repeat, label,
+    prediction, e2e_s (s), energy_kwh, energy_measured_kwh, co2_kg (kg), energy_method, valid;
+    in task order."""
+    with session_scope(db) as s:
+        rows = s.execute(sa.select(Variant.model, Variant.engine, Variant.variant, Result.worker,
+                                   Result.hardware_profile, Task.sample_index, Task.repeat, Task.label,
+                                   Result.prediction, Result.e2e_s, Result.energy_kwh, Result.energy_measured_kwh,
+                                   Result.co2_kg, Result.energy_method, Result.valid)
+                         .join(Result, Result.task_id == Task.id).join(Variant, Variant.id == Task.variant_id)
+                         .where(Task.experiment_id == experiment_id).order_by(Task.id)).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def cpu_models(db: str) -> dict[str, str]:
+    """The CPU model each registered worker host reported: hostname -> cpu_model (the most recently
+    heard-from row of the host that has one)."""
+    with session_scope(db) as s:
+        rows = s.execute(sa.select(WorkerNode.hostname, WorkerNode.cpu_model)
+                         .where(WorkerNode.cpu_model != "").order_by(WorkerNode.last_heartbeat)).all()
+    return {host: cpu for host, cpu in rows}
+
+
+def sample_texts(db: str, experiment_id: int) -> dict[int, str]:
+    """The text of each sample of an experiment: sample_index -> the task's text (every variant and
+    repeat of a sample carries the same text), for `compare` to check two experiments ran the same
+    samples."""
+    with session_scope(db) as s:
+        rows = s.execute(sa.select(Task.sample_index, Task.text).distinct()
+                         .where(Task.experiment_id == experiment_id)).all()
+    return {index: text for index, text in rows}

@@ -63,7 +63,8 @@ def resend(db: str, app, task_ids: list[int]) -> int:
     queues = queue_of_tasks(db, task_ids)
     if not queues:
         return 0
-    with app.producer_or_acquire() as producer:
+    # Pipelined publishing, as enqueue_pending does (bench fleet: one message at a time cost ~7 ms each).
+    with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
         for task_id, queue in queues.items():
             app.send_task(INFER_TASK, args=[task_id], queue=queue, producer=producer)
     with session_scope(db) as s:

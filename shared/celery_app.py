@@ -47,7 +47,12 @@ def celery_settings(broker_url: str, lease_seconds: int, reconcile_seconds: floa
         # message to be redelivered, and the unique result row absorbs duplicates.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
+        # Two messages held, one executed (solo pool): the next message is already here when a
+        # task ends instead of a broker round trip after its ack (bench P1). A prefetched
+        # message is not an inference in flight: it is claimed, leased and measured only when
+        # it runs; if this worker dies, acks_late redelivers it (visibility timeout) and the
+        # reconcile job re-sends what stays queued past a lease.
+        worker_prefetch_multiplier=2,
         # One inference at a time per host: energy is measured for the whole machine.
         worker_concurrency=1,
         # Redelivery after the lease: the same number the reconcile job uses.

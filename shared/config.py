@@ -56,6 +56,8 @@ class Settings:
     # Seconds a worker's warm shutdown (SIGTERM) may take before it exits anyway: without
     # its broker, Celery's shutdown would otherwise wait for it forever.
     shutdown_grace_seconds: float = 30.0
+    # `greenctl worker` joins a LAN cluster with this token (as `--join TOKEN` would; a secret).
+    join_token: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -97,6 +99,7 @@ class Settings:
             max_dataset_bytes=number("GREENCTL_MAX_DATASET_BYTES", int, 512 * 2**20),
             max_tasks=number("GREENCTL_MAX_TASKS", int, 1_000_000),
             shutdown_grace_seconds=number("GREENCTL_SHUTDOWN_GRACE_SECONDS", float, 30.0),
+            join_token=get("GREENCTL_JOIN_TOKEN"),
         )
 
 

@@ -129,3 +129,16 @@ def role_url(url: str, role: str, password: str | None = None) -> str:
     host = parts.netloc.rsplit("@", 1)[-1]
     user = quote(role, safe="") + (f":{quote(password, safe='')}" if password is not None else "")
     return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+
+
+def end_sessions(admin_url: str, role: str) -> int:
+    """End every session of `role` on this server (after its password changed: a rotated
+    join token's connections must not outlive it); returns how many were ended."""
+    _ident(role)
+    engine = sa.create_engine(normalize_url(admin_url), poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            return len(conn.execute(sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :r"), {"r": role}).all())
+    finally:
+        engine.dispose()

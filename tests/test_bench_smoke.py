@@ -74,3 +74,48 @@ def test_writes_made_one_result_per_task(reports):
 def test_unknown_benchmark_names_the_choices():
     proc = bench("p9")
     assert proc.returncode != 0 and "p1 (pipeline)" in proc.stderr
+
+
+# -- fleet (SIMULATED, run by name only: not in `all`) -------------------------------------------
+
+@pytest.fixture(scope="module")
+def fleet() -> dict:
+    proc = bench("fleet", "--smoke", "--json", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("{"), "with --json, stdout is one JSON line"
+    return json.loads(lines[0])
+
+
+def test_fleet_ran_every_task_once_as_simulated_rows(fleet):
+    assert fleet["bench"] == "fleet" and fleet["size"] == "smoke" and "SIMULATED" in fleet["title"]
+    for arm in fleet["details"]["arms"].values():
+        # Counted from the database: one result per task, nothing failed, every row labelled.
+        assert arm["done"] == arm["tasks"] == arm["result_rows"] > 0 and arm["failed"] == 0
+        assert arm["engine"] == "replay" and arm["simulated_rows"] == arm["result_rows"]
+        assert arm["experiment_status"] == "done"
+    goals = {g["what"]: g["met"] for g in fleet["goals"]}
+    assert goals["greenctl report labels the fleet's experiments SIMULATED"] is True
+
+
+def test_fleet_reconcile_resends_exactly_the_lost_orphaned_and_unsent(fleet):
+    rec = fleet["details"]["reconcile"]
+    kinds, sent = rec["by_kind"], rec["sent_pass_1"]
+    assert (sent["pending"], sent["orphaned"], sent["lost"]) == (kinds["never sent"], kinds["orphaned"], kinds["lost"])
+    assert rec["sent_after"] == {"pending": 0, "orphaned": 0, "lost": 0}
+
+
+def test_replay_engine_is_not_a_users_choice():
+    from scheduler.spec import SpecError, parse_spec
+    from worker.engines import EngineError, create_engine
+
+    with pytest.raises(SpecError, match="engine"):
+        parse_spec({"name": "x", "dataset": {"path": "d.csv", "labels": ["a", "b"]}, "prompt": {"template": "label-only"},
+                    "models": [{"name": "smollm2:135m-instruct", "engine": "replay", "variants": ["q4_0"]}]})
+    with pytest.raises(EngineError, match="unknown engine 'replay'"):
+        create_engine("replay")        # registered only inside bench.fleet_worker's processes
+
+
+def test_fleet_options_are_refused_for_other_benchmarks():
+    proc = bench("p5", "--workers", "3")
+    assert proc.returncode == 2 and "apply to `fleet` only" in proc.stderr

@@ -156,3 +156,21 @@ def test_a_local_fit_too_poor_to_use_is_named_and_the_prior_answers(run, tmp_pat
     p = json.loads(run("plan", str(_spec(tmp_path)), "--json").stdout)
     assert {v["fit"]["kind"] for v in p["variants"]} == {"prior"}
     assert any("cpu-poor's local fit v1 is not used: held-out MAPE 60%" in n for n in p["notes"])
+
+
+def test_a_variant_never_measured_is_flagged_as_an_interpolation_across_kernels(run, tmp_path):
+    # Trained on two variants at 4.5 and 8.5 bits per weight (add_results); q4_1 has 5 bits: the fit
+    # would interpolate, though llama.cpp's CPU speed follows the quantization type's kernel.
+    add_results(run.db_url, "cpu-plan", 80)
+    assert refit("cpu-plan", run.db_url, force=True)["status"] == "fitted"
+    _worker(run.db_url, "host-a", "demo", "cpu-plan")
+    spec = yaml.safe_load(_spec(tmp_path).read_text())
+    spec["models"][0]["variants"] = ["q4_0", "q4_1"]
+    path = tmp_path / "q41.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    p = json.loads(run("plan", str(path), "--json").stdout)
+    flagged = {v["variant"]: v["unmeasured_quantization"] for v in p["variants"]}
+    assert flagged == {"q4_0": False, "q4_1": True}
+    text = run("plan", str(path)).stdout
+    assert "q4_1 (5 bits per weight) was never measured on this machine" in text
+    assert "q4_0 (4.5 bits per weight) was never measured" not in text

@@ -320,3 +320,19 @@ def test_hostile_dataset_text_is_stored_and_prompted_verbatim(tmp_path, fresh_db
         for template in ("label-only", "paper-checklist"):
             assert text in build_messages(template, text, ["a", "b"])[-1]["content"]
     assert not (tmp_path / "pwned").exists() and not (ROOT / "pwned").exists()
+
+
+def test_a_join_token_on_the_command_line_leaves_the_process_title_at_import():
+    # What another local user sees in `ps`: /proc/PID/cmdline, read after `import greenctl` only
+    # (before any CLI import), and the token still in sys.argv for the CLI to read.
+    import subprocess
+    import sys
+
+    token = "gct1." + "x" * 64
+    code = ("import sys; sys.argv[1:] = ['worker', '--join', sys.argv[1]]; import greenctl; "
+            "print(open('/proc/self/cmdline', 'rb').read().replace(b'\\0', b' ').decode()); "
+            "print(sys.argv[-1] == %r)" % token)
+    out = subprocess.run([sys.executable, "-c", code, token], capture_output=True, text=True, timeout=60).stdout
+    title, kept = out.splitlines()
+    assert token not in title and "--join ***" in title
+    assert kept == "True"

@@ -53,6 +53,8 @@ class WorkerRuntime:
     pause_watch: object = None                            # worker.energy.PauseWatch, built at start
     tag_lister: object = None                             # an OllamaEngine that only lists pulled tags
     _stop: threading.Event = field(default_factory=threading.Event)
+    _beat: threading.Thread | None = None
+    _left: bool = False
 
     @property
     def name(self) -> str:
@@ -110,7 +112,34 @@ class WorkerRuntime:
                 except Exception:  # a missed beat is what marks a worker offline; never crash
                     pass
 
-        threading.Thread(target=beat, name="greenctl-heartbeat", daemon=True).start()
+        self._beat = threading.Thread(target=beat, name="greenctl-heartbeat", daemon=True)
+        self._beat.start()
+
+    def leave(self, beat_wait_s: float = 5.0) -> bool:
+        """This worker stopped consuming (its Celery worker shut down, e.g. Ctrl-C after the
+        inference in hand): stop the heartbeats and mark it offline now, so `greenctl workers`
+        and the submit/status waits say so at once instead of after four missed beats.
+        True when the database took it; never raises (a worker that cannot say so is marked
+        offline by its missing beats, as one that died)."""
+        import logging
+
+        from worker import store
+
+        if self._left:
+            return True
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(beat_wait_s)      # a beat in flight would mark it online again
+        try:
+            store.mark_offline(self.database_url, self.hardware.hostname, self.options.queue)
+        except Exception as exc:
+            logging.getLogger("greenctl.worker").warning(
+                "worker %s: could not mark itself offline (%s); it shows offline after four missed "
+                "heartbeats", self.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return False
+        self._left = True
+        logging.getLogger("greenctl.worker").info("worker %s: offline (shut down)", self.name)
+        return True
 
     def close(self) -> None:
         self._stop.set()
@@ -121,25 +150,43 @@ class WorkerRuntime:
             self.pause_watch.close()
 
 
-def exit_after(grace_s: float) -> threading.Timer:
-    """Once shutdown has begun: exit this process if it still runs `grace_s` seconds later.
+def exit_after(grace_s: float, poll_s: float = 0.2) -> threading.Thread:
+    """Once shutdown has begun (Ctrl-C, SIGTERM): let the inference in hand finish, then exit
+    this process if it still runs `grace_s` seconds later.
 
-    Celery's warm shutdown waits for the broker (acks, restoring unacked messages) and,
-    without it, never ends. A task cut off here keeps its lease and is run again: its
-    message was never acknowledged, and the reconcile job re-sends it from Postgres."""
+    The task in hand is waited for as long as it runs (its result was paid for in energy; a
+    second Ctrl-C is Celery's cold shutdown, and its lease then hands the task to another
+    worker). The grace counts from its end: Celery's warm shutdown then waits for the broker
+    (acks, restoring unacknowledged messages) and, without it, never ends. A task cut off by
+    the grace keeps its lease and is run again: its message was never acknowledged, and the
+    reconcile job re-sends it from Postgres."""
     import os
     import sys
+    import time
 
-    def expire() -> None:
-        sys.stderr.write(f"worker: shutdown not finished after {grace_s:g} s (broker unreachable?): "
-                         "exiting now\n")
+    def say(line: str) -> None:
+        sys.stderr.write(line + "\n")
         sys.stderr.flush()
+
+    def in_hand() -> int | None:
+        rt = _runtime
+        return None if rt is None else rt.current_task
+
+    def watch() -> None:
+        task = in_hand()
+        if task is not None:
+            say(f"worker: finishing task {task} before shutting down (Ctrl-C again stops now; "
+                "the task then goes to another worker once its lease runs out)")
+            while in_hand() is not None:
+                time.sleep(poll_s)
+        time.sleep(grace_s)
+        say(f"worker: shutdown not finished after {grace_s:g} s (counted from the end of the task in hand; "
+            "broker unreachable?): exiting now")
         os._exit(1)
 
-    timer = threading.Timer(grace_s, expire)
-    timer.daemon = True
-    timer.start()
-    return timer
+    thread = threading.Thread(target=watch, name="greenctl-shutdown-grace", daemon=True)
+    thread.start()
+    return thread
 
 
 def broker_client():
@@ -186,8 +233,22 @@ def start(options: WorkerOptions, database_url: str) -> WorkerRuntime:
         })
         rt.idle_watts = store.idle_watts(database_url, hardware.hostname)
         rt.start_heartbeat()
+        _on_worker_shutdown()
         _runtime = rt
         return rt
+
+
+def _on_worker_shutdown() -> None:
+    """Mark this process's worker offline when its Celery worker has shut down (consumers
+    stopped, the task in hand finished and acknowledged, unacknowledged messages back on the
+    broker for other workers). Not for `--calibrate`, which runs no Celery worker."""
+    from celery.signals import worker_shutdown
+
+    def left(**_) -> None:
+        if _runtime is not None:
+            _runtime.leave()
+
+    worker_shutdown.connect(left, weak=False, dispatch_uid="greenctl-worker-offline")
 
 
 def current() -> WorkerRuntime:

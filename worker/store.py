@@ -2,6 +2,7 @@
 never makes a second result row, and a finished task is never run again."""
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from typing import Callable, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
-from shared.db import session_scope
+from shared.db import get_engine, session_scope
 from shared.models import Experiment, Result, Task, Variant, WorkerNode, utcnow
 from shared.status import ExperimentStatus, TaskStatus
 
@@ -62,43 +63,73 @@ class LeaseHeld(Exception):
         self.seconds_left = seconds_left
 
 
+def _autocommit(db: str):
+    """A pooled connection in autocommit: each statement is its own transaction, so one
+    statement costs one round trip (no BEGIN, no COMMIT; psycopg2 sends both separately)."""
+    return get_engine(db).connect().execution_options(isolation_level="AUTOCOMMIT")
+
+
+# The claim, one statement after `SET LOCAL synchronous_commit TO OFF` in the same implicit
+# transaction (one simple-query string, one round trip): its commit does not wait for the WAL
+# flush (2-4 ms on a VM disk, bench P1). Safe: a claim is visible to every worker at commit
+# either way, and a result write, which is synchronous, flushes every WAL record before it,
+# its claim included. A claim lost with a Postgres crash leaves the task queued (or under its
+# old lease): the reconcile job re-sends it, and this attempt's fenced write is dropped with a
+# log line.
+_CLAIM = sa.text(
+    "SET LOCAL synchronous_commit TO OFF; "
+    "UPDATE task SET status = :running, attempts = attempts + 1, worker = :worker, "
+    "lease_until = :lease_until, updated_at = :now "
+    # queued, or running under a lease that expired (its worker died): a duplicate
+    # message for a task another worker is running is ignored.
+    "WHERE id = :id AND (status = :queued OR (status = :running AND lease_until < :now)) "
+    "RETURNING experiment_id, variant_id, text, label, attempts")
+
+
 def claim(db: str, task_id: int, worker: str, lease_s: int, known: dict | None = None) -> Job | None:
     """Mark the task running under a lease; None when it is finished, unknown or
     being run by another worker.
 
     `known` caches per variant what never changes after submit (model, params,
-    the experiment's spec), so a task costs one UPDATE ... RETURNING.
+    the experiment's spec), so a task costs one UPDATE ... RETURNING: one round trip,
+    committed without waiting for the WAL flush (_CLAIM says why that is safe).
     """
     known = {} if known is None else known
-    with session_scope(db) as s:
-        row = s.execute(
-            sa.update(Task)
-            .where(Task.id == task_id,
-                   # queued, or running under a lease that expired (its worker died):
-                   # a duplicate message for a task another worker is running is ignored.
-                   sa.or_(Task.status == TaskStatus.QUEUED,
-                          sa.and_(Task.status == TaskStatus.RUNNING, Task.lease_until < utcnow())))
-            .values(status=TaskStatus.RUNNING, attempts=Task.attempts + 1, worker=worker,
-                    lease_until=utcnow() + timedelta(seconds=lease_s), updated_at=utcnow())
-            .returning(Task.experiment_id, Task.variant_id, Task.text, Task.label, Task.attempts)
-        ).first()
+    now = utcnow()
+    with _autocommit(db) as conn:
+        row = conn.execute(_CLAIM, dict(id=task_id, worker=worker, now=now,
+                                        lease_until=now + timedelta(seconds=lease_s),
+                                        running=str(TaskStatus.RUNNING), queued=str(TaskStatus.QUEUED))).first()
         if row is None:
-            held = s.execute(sa.select(Task.lease_until).where(
+            held = conn.execute(sa.select(Task.lease_until).where(
                 Task.id == task_id, Task.status == TaskStatus.RUNNING)).scalar()
             if held is not None:
                 raise LeaseHeld(max(0.0, (held - utcnow()).total_seconds()))
             return None
-        if row.variant_id not in known:
-            variant = s.get(Variant, row.variant_id)
-            s.execute(sa.update(Experiment)
-                      .where(Experiment.id == row.experiment_id, Experiment.status == ExperimentStatus.QUEUED)
-                      .values(status=ExperimentStatus.RUNNING))
-            spec = s.execute(sa.select(Experiment.spec).where(Experiment.id == row.experiment_id)).scalar()
-            known[row.variant_id] = dict(model=variant.model, engine=variant.engine,
-                                         variant=variant.variant, params=dict(variant.params),
-                                         spec=dict(spec))
-    return Job(task_id=task_id, experiment_id=row.experiment_id, variant_id=row.variant_id,
-               text=row.text, label=row.label, attempt=row.attempts, **known[row.variant_id])
+        experiment_id, variant_id, text, label, attempts = row
+        if variant_id not in known:
+            conn.execute(sa.update(Experiment)
+                         .where(Experiment.id == experiment_id, Experiment.status == ExperimentStatus.QUEUED)
+                         .values(status=ExperimentStatus.RUNNING))
+            v = conn.execute(sa.select(Variant.model, Variant.engine, Variant.variant, Variant.params,
+                                       Experiment.spec)
+                             .join(Experiment, Experiment.id == Variant.experiment_id)
+                             .where(Variant.id == variant_id)).one()
+            known[variant_id] = dict(model=v.model, engine=v.engine, variant=v.variant,
+                                     params=dict(v.params), spec=dict(v.spec))
+    return Job(task_id=task_id, experiment_id=experiment_id, variant_id=variant_id,
+               text=text, label=label, attempt=attempts, **known[variant_id])
+
+
+def _close_if_done(experiment_id: int):
+    """The statement closing the experiment when no task is left to run (one row or none)."""
+    # held: a later round of a stop-when-decided experiment; the scheduler releases or cancels it.
+    still_open = sa.exists().where(Task.experiment_id == experiment_id,
+                                   Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.HELD]))
+    return (sa.update(Experiment)
+            .where(Experiment.id == experiment_id, Experiment.finished_at.is_(None),
+                   Experiment.status != ExperimentStatus.CANCELLED, ~still_open)
+            .values(status=ExperimentStatus.DONE, finished_at=utcnow()))
 
 
 def finish_experiment_if_done(db: str, experiment_id: int) -> bool:
@@ -109,17 +140,8 @@ def finish_experiment_if_done(db: str, experiment_id: int) -> bool:
     open and neither would close the experiment. The `finished_at IS NULL`
     guard lets exactly one of them close it.
     """
-    # held: a later round of a stop-when-decided experiment; the scheduler releases or cancels it.
-    still_open = sa.exists().where(Task.experiment_id == experiment_id,
-                                   Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.HELD]))
-    with session_scope(db) as s:
-        closed = s.execute(
-            sa.update(Experiment)
-            .where(Experiment.id == experiment_id, Experiment.finished_at.is_(None),
-                   Experiment.status != ExperimentStatus.CANCELLED, ~still_open)
-            .values(status=ExperimentStatus.DONE, finished_at=utcnow())
-        ).rowcount
-    return bool(closed)
+    with _autocommit(db) as conn:
+        return bool(conn.execute(_close_if_done(experiment_id)).rowcount)
 
 
 def round_over(db: str, experiment_id: int) -> bool:
@@ -131,22 +153,103 @@ def round_over(db: str, experiment_id: int) -> bool:
             Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING])))).scalar()
 
 
-def write_result(db: str, result: dict, sustain_minutes: float | None = None) -> bool:
-    """Insert the result (once per task) and mark the task done. In a sustained run
-    (`sustain_minutes`, the spec's sustain.minutes) the last task of a pass writes the next
-    pass in the same transaction while time is left (next_pass): no one ever sees the pass
-    finished and the experiment done in between.
+class StaleAttempt(Exception):
+    """This worker no longer holds the attempt it ran (its lease ran out and another worker
+    took the task over, or the task was reset): its result is dropped, never counted."""
+
+
+# The statuses in which the attempt that claimed a task may still write it: running, or
+# cancelled while it ran ("an inference already running finishes and its result is kept").
+_WRITABLE = (TaskStatus.RUNNING, TaskStatus.CANCELLED)
+
+
+@functools.lru_cache(maxsize=32)
+def _fenced_write(columns: tuple[str, ...], fenced: bool):
+    """One statement: the task -> done if the worker still holds its attempt (status running
+    or cancelled, task.worker and task.attempts its own), and the result row inserted only
+    then (once per task). Selects (tasks marked done, rows inserted). Parameters: the result's
+    `columns` as r_<column>, and f_task, f_worker, f_attempt, f_now. `fenced` False: no fence (a
+    writer that never claimed, e.g. bench P6). Built once per column set (the worker's rows
+    always have the same columns), compiled once by SQLAlchemy's cache."""
+    # f_*: never a column's name (an UPDATE would take such a parameter into its SET).
+    held = [Task.id == sa.bindparam("f_task")]
+    if fenced:
+        held += [Task.status.in_(_WRITABLE), Task.worker == sa.bindparam("f_worker"),
+                 Task.attempts == sa.bindparam("f_attempt")]
+    done = (sa.update(Task).where(*held)
+            .values(status=TaskStatus.DONE, error=None, lease_until=None, updated_at=sa.bindparam("f_now"))
+            .returning(Task.id).cte("done"))
+    table = Result.__table__
+    row = sa.select(*[sa.cast(sa.bindparam(f"r_{k}", type_=table.c[k].type), table.c[k].type)
+                      for k in columns]).where(sa.exists(sa.select(done.c.id)))
+    inserted = (insert(table).from_select(list(columns), row, include_defaults=False)
+                .on_conflict_do_nothing(index_elements=["task_id"]).returning(table.c.id).cte("inserted"))
+    return sa.select(sa.select(sa.func.count()).select_from(done).scalar_subquery(),
+                     sa.select(sa.func.count()).select_from(inserted).scalar_subquery())
+
+
+def _with_defaults(result: dict) -> dict:
+    """The result with the column defaults of the columns it leaves out (an INSERT ... SELECT
+    in a CTE gets none of SQLAlchemy's Python-side defaults)."""
+    out = dict(result)
+    for col in Result.__table__.c:
+        if col.name not in out and col.default is not None and not col.primary_key:
+            out[col.name] = col.default.arg(None) if col.default.is_callable else col.default.arg
+    return out
+
+
+def _stale_reason(conn, result: dict, attempt: int) -> str | None:
+    """Why `attempt` of the task by `result["worker"]` may no longer write it, in one line;
+    None when that attempt itself already wrote it (a retry after a commit whose answer was lost)."""
+    now = conn.execute(sa.select(Task.status, Task.worker, Task.attempts)
+                       .where(Task.id == result["task_id"])).first()
+    if now is None:
+        return f"task {result['task_id']} is no longer in the database"
+    if (now.status, now.worker, now.attempts) == (TaskStatus.DONE, result["worker"], attempt):
+        return None
+    return (f"task {result['task_id']} is now {now.status}, attempt {now.attempts} by {now.worker} "
+            f"(this was attempt {attempt} by {result['worker']}: its lease ran out while it was paused "
+            f"or slow, and the task was taken over or reset)")
+
+
+def write_result(db: str, result: dict, sustain_minutes: float | None = None,
+                 attempt: int | None = None) -> bool:
+    """Insert the result (once per task) and mark the task done, in one statement and one
+    commit, then close the experiment if that was its last open task (a second statement on
+    the same connection, after the commit: finish_experiment_if_done says why). Fenced by
+    `attempt`: the write happens only while `result["worker"]` still holds that attempt of
+    the task; otherwise nothing is written and StaleAttempt says why (a late result of a
+    worker that was paused past its lease must neither duplicate nor overwrite the attempt
+    that took over). In a sustained run (`sustain_minutes`, the spec's sustain.minutes) the
+    last task of a pass writes the next pass in the same transaction while time is left
+    (next_pass): no one ever sees the pass finished and the experiment done in between.
 
     Returns True when this write finished the experiment.
     """
+    result = _with_defaults(result)
+    stmt = _fenced_write(tuple(result), attempt is not None)
+    params = {f"r_{k}": v for k, v in result.items()} | dict(
+        f_task=result["task_id"], f_worker=result["worker"], f_attempt=attempt, f_now=utcnow())
+    if sustain_minutes is None:
+        with _autocommit(db) as conn:
+            done, _ = conn.execute(stmt, params).one()
+            if done:
+                return bool(conn.execute(_close_if_done(result["experiment_id"])).rowcount)
+            stale = None if attempt is None else _stale_reason(conn, result, attempt)
+            if attempt is not None and stale is None:   # this attempt's own earlier write
+                return bool(conn.execute(_close_if_done(result["experiment_id"])).rowcount)
+        if stale:
+            raise StaleAttempt(stale)
+        return False
     with session_scope(db) as s:
-        exp = (s.get(Experiment, result["experiment_id"], with_for_update=True)
-               if sustain_minutes is not None else None)
-        s.execute(insert(Result).values(**result).on_conflict_do_nothing(index_elements=["task_id"]))
-        s.execute(sa.update(Task).where(Task.id == result["task_id"])
-                  .values(status=TaskStatus.DONE, error=None, lease_until=None, updated_at=utcnow()))
-        if exp is not None:
-            next_pass(s, exp, sustain_minutes)
+        exp = s.get(Experiment, result["experiment_id"], with_for_update=True)
+        done, _ = s.execute(stmt, params).one()
+        if not done:
+            stale = None if attempt is None else _stale_reason(s, result, attempt)
+            if stale:
+                raise StaleAttempt(stale)
+            return False
+        next_pass(s, exp, sustain_minutes)
     return finish_experiment_if_done(db, result["experiment_id"])
 
 
@@ -204,21 +307,35 @@ def take_unsent(db: str, experiment_id: int) -> list[tuple[int, str]]:
             .where(Task.id.in_(ids)).order_by(Task.sample_index, Task.repeat, Task.variant_id)).all()]
 
 
-def fail(db: str, task_id: int, experiment_id: int, reason: str) -> bool:
-    """Mark the task failed with a reason a person can act on (unless a result exists)."""
+def fail(db: str, task_id: int, experiment_id: int, reason: str, worker: str | None = None,
+         attempt: int | None = None) -> bool:
+    """Mark the task failed with a reason a person can act on (unless a result exists).
+    With `worker` and `attempt`: only while that attempt still holds the task (running,
+    task.worker and task.attempts its own); a stale attempt's failure is logged and dropped,
+    it never flips the status of a task another worker took over."""
+    held = [Task.id == task_id, Task.status != TaskStatus.DONE]
+    if attempt is not None:
+        held += [Task.status == TaskStatus.RUNNING, Task.worker == worker, Task.attempts == attempt]
     with session_scope(db) as s:
-        s.execute(sa.update(Task)
-                  .where(Task.id == task_id, Task.status != TaskStatus.DONE)
-                  .values(status=TaskStatus.FAILED, error=reason[:2000], lease_until=None,
-                          updated_at=utcnow()))
+        failed = s.execute(sa.update(Task).where(*held)
+                           .values(status=TaskStatus.FAILED, error=reason[:2000], lease_until=None,
+                                   updated_at=utcnow())).rowcount
+        if not failed and attempt is not None:
+            log.warning("task %s: failure of a stale attempt dropped (%s): %s", task_id, reason.splitlines()[0],
+                        _stale_reason(s, {"task_id": task_id, "worker": worker}, attempt) or "already done")
+            return False
     extend_sustained(db, experiment_id)     # a failed last task of a pass ends the pass too
     return finish_experiment_if_done(db, experiment_id)
 
 
-def release(db: str, task_id: int, reason: str) -> None:
-    """Give the task back to the queue (a retry is on its way)."""
+def release(db: str, task_id: int, reason: str, worker: str | None = None, attempt: int | None = None) -> None:
+    """Give the task back to the queue (a retry is on its way); with `worker` and `attempt`,
+    only while that attempt still holds it."""
+    held = [Task.id == task_id, Task.status == TaskStatus.RUNNING]
+    if attempt is not None:
+        held += [Task.worker == worker, Task.attempts == attempt]
     with session_scope(db) as s:
-        s.execute(sa.update(Task).where(Task.id == task_id, Task.status == TaskStatus.RUNNING)
+        s.execute(sa.update(Task).where(*held)
                   .values(status=TaskStatus.QUEUED, error=reason[:2000], lease_until=None,
                           updated_at=utcnow()))
 
@@ -293,3 +410,14 @@ def variant_model_info(db: str, variant_id: int) -> dict:
     """What the worker recorded when it loaded the variant (parameter_count, bits_per_weight...)."""
     with session_scope(db) as s:
         return dict(s.execute(sa.select(Variant.model_info).where(Variant.id == variant_id)).scalar() or {})
+
+
+def mark_offline(db: str, hostname: str, queue: str) -> None:
+    """A worker that left (shut down after the task in hand): offline now, not after four
+    missed heartbeats. worker_node has no stopped_at column, so its last heartbeat is set to
+    the epoch (1970-01-01 UTC), older than any offline threshold; its next start
+    (register_worker) sets a real one again."""
+    with session_scope(db) as s:
+        s.execute(sa.update(WorkerNode)
+                  .where(WorkerNode.hostname == hostname, WorkerNode.queue == queue)
+                  .values(last_heartbeat=sa.func.to_timestamp(0)))

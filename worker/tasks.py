@@ -122,9 +122,12 @@ def on_experiment_finished(rt: runtime.WorkerRuntime) -> None:
 
 def run_job(task, rt: runtime.WorkerRuntime, job: store.Job) -> tuple[bool, str]:
     """Infer, measure and store one claimed task: (experiment finished?, outcome)."""
+    def failed(reason: str) -> tuple[bool, str]:
+        return store.fail(rt.database_url, job.task_id, job.experiment_id, reason,
+                          worker=rt.name, attempt=job.attempt), "failed"
+
     if not job.text.strip():
-        return store.fail(rt.database_url, job.task_id, job.experiment_id,
-                          "empty text: nothing to classify (fix or drop that row of the dataset)"), "failed"
+        return failed("empty text: nothing to classify (fix or drop that row of the dataset)")
     try:
         request = build_request(job)
         engine = load_model(rt, job)
@@ -134,25 +137,27 @@ def run_job(task, rt: runtime.WorkerRuntime, job: store.Job) -> tuple[bool, str]
         generation, energy, paused = measure(rt, job, engine, request)
     except EngineError as exc:
         if exc.retryable and task.request.retries < ENGINE_RETRIES:
-            store.release(rt.database_url, job.task_id, str(exc))
+            store.release(rt.database_url, job.task_id, str(exc), worker=rt.name, attempt=job.attempt)
             raise task.retry(countdown=2 ** task.request.retries * 5, exc=exc)
-        return store.fail(rt.database_url, job.task_id, job.experiment_id, str(exc)), "failed"
+        return failed(str(exc))
     except DB_DOWN:
         raise
     except Exception as exc:  # a bug must fail one task visibly, not hang the experiment
         log.exception("task %s failed", job.task_id)
-        return store.fail(rt.database_url, job.task_id, job.experiment_id,
-                          f"worker error ({type(exc).__name__}): {exc}"), "failed"
+        return failed(f"worker error ({type(exc).__name__}): {exc}")
     try:
         return store.with_db_retry(store.write_result, rt.database_url,
                                    {**result_row(rt, job, request, generation, energy, paused), **estimate},
-                                   (job.spec.get("sustain") or {}).get("minutes")), "done"
+                                   (job.spec.get("sustain") or {}).get("minutes"), job.attempt), "done"
+    except store.StaleAttempt as stale:
+        # Issue 16: paused past its lease (SIGSTOP, a laptop asleep), another worker took over.
+        log.warning("task %s: result dropped, not counted: %s", job.task_id, stale)
+        return False, "stale"
     except DB_DOWN:
         raise
     except DBAPIError as exc:   # e.g. permission denied: retrying cannot help
         log.exception("task %s: result could not be stored", job.task_id)
-        return store.fail(rt.database_url, job.task_id, job.experiment_id,
-                          f"the result could not be stored: {str(exc).splitlines()[0]}"), "failed"
+        return failed(f"the result could not be stored: {str(exc).splitlines()[0]}")
 
 
 @app.task(name=INFER_TASK, bind=True, acks_late=True, max_retries=None)
@@ -170,6 +175,8 @@ def infer(self, task_id: int) -> str:
             return f"skipped: task {task_id} is {store.task_status(rt.database_url, task_id) or 'not in the database'}"
         rt.current_task = task_id
         experiment_finished, outcome = run_job(self, rt, job)
+        if outcome == "stale":   # another attempt holds the task: its worker does what follows
+            return f"stale: task {task_id}'s result of attempt {job.attempt} dropped"
         if experiment_finished:
             on_experiment_finished(rt)
         if job.spec.get("sustain"):   # a sustained run's next pass (store.write_result wrote it)

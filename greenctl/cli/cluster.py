@@ -22,24 +22,34 @@ def _celery_app(broker: str):
 
 
 @click.command()
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Inference workers; they share the default queue, one task at a time each.")
+@click.option("--workers", type=click.IntRange(0, 64), default=1, show_default=True,
+              help="Inference workers; they share the default queue, one task at a time each. 0: none on "
+                   "this machine (a head whose laptops do the inference, with --lan).")
 @click.option("--flower", is_flag=True, help="Also start Flower (basic auth) on 127.0.0.1.")
 @click.option("--flower-port", type=click.IntRange(1, 65535), default=5555, show_default=True)
 @click.option("--wait", "wait_s", type=click.FloatRange(0), default=180, show_default=True,
               help="Seconds to wait for every service to answer (0: do not wait).")
-def up(workers: int, flower: bool, flower_port: int, wait_s: float) -> None:
+@click.option("--lan", "lan_address", metavar="ADDRESS",
+              help="Also serve the embedded Postgres and broker on this address of the machine, over TLS "
+                   "with passwords, and print the `greenctl worker --join TOKEN` command for other machines.")
+def up(workers: int, flower: bool, flower_port: int, wait_s: float, lan_address: str | None) -> None:
     """Start the local cluster in the background: Postgres and Valkey (embedded unless
     GREENCTL_DATABASE_URL / GREENCTL_BROKER_URL are set), the scheduler, the estimator,
     N workers and, with --flower, Flower. Services already running are reused;
-    `greenctl down` stops them all."""
+    `greenctl down` stops them all. With --lan ADDRESS, laptops on the LAN join as
+    workers with the printed command (LAN mode lasts until `greenctl down`)."""
     from greenctl.cluster import local, processes, services as svc, supervise
     from greenctl.cluster.records import cluster_dir
     from shared.config import mask_url
 
     settings = common.settings()
     directory = cluster_dir(settings.state_dir)
+    if lan_address is not None:
+        _enable_lan(settings, lan_address)
     db = common.database_url(start=True)      # starts embedded servers when needed, and migrates
+    lan_on = not settings.database_url and common.embedded.lan_config(settings.state_dir)
+    if lan_on:
+        _lan_roles(settings.state_dir, db)
     _, broker = common.urls(need_db=False, start=True)
     app = _celery_app(broker)
     urls_env = {"GREENCTL_DATABASE_URL": db, "GREENCTL_BROKER_URL": broker}
@@ -69,6 +79,8 @@ def up(workers: int, flower: bool, flower_port: int, wait_s: float) -> None:
         _print_started(started, directory, flower and (user, password, generated), workers)
         if wait_s == 0:
             click.echo("not waiting (--wait 0): `greenctl ps` shows when they are ready")
+            if lan_on:
+                _print_join(settings.state_dir)
             return
         states = local.wait_ready(app, [s.record for s in started], wait_s)
     except KeyboardInterrupt:
@@ -85,6 +97,85 @@ def up(workers: int, flower: bool, flower_port: int, wait_s: float) -> None:
         raise click.ClickException(f"not ready after {wait_s:.0f} s: {detail}; see the logs, "
                                    f"then `greenctl up` again or `greenctl down`")
     click.echo(f"ready: {', '.join(states)}")
+    if lan_on:
+        _print_join(settings.state_dir)
+
+
+def _enable_lan(settings, address: str) -> None:
+    """Validate --lan ADDRESS (exit 2: one line naming the fix), then turn LAN mode on."""
+    from greenctl.cluster import lan
+
+    bad = []
+    if settings.database_url or settings.broker_url:
+        bad.append("--lan: serves the embedded Postgres and broker, but GREENCTL_DATABASE_URL / "
+                   "GREENCTL_BROKER_URL point at other servers: unset them, or publish those servers yourself "
+                   "(docs/operations.md \"Adding a laptop\")")
+    reason = lan.check_address(address)
+    if reason:
+        bad.append(f"--lan: {reason}: give one of this machine's addresses: {', '.join(lan.local_addresses())}")
+    if bad:
+        raise common.BadInput("\n".join(bad))
+    try:
+        common.embedded.enable_lan(settings.state_dir, address)
+    except common.embedded.LanUnavailable as exc:
+        raise click.ClickException(f"--lan: {exc}") from None
+
+
+def _lan_roles(state_dir, db: str) -> None:
+    from greenctl.cluster import lan
+
+    try:
+        common.embedded.ensure(state_dir)    # the TLS front too (commands look at Postgres and the broker only)
+        lan.setup_roles(state_dir, db)
+    except Exception as exc:
+        raise click.ClickException(f"--lan: could not start the TLS front or create the worker role: "
+                                   f"{str(exc).splitlines()[0]}")
+
+
+def _print_join(state_dir) -> None:
+    from greenctl.cluster import lan
+
+    token = lan.server_token(state_dir)
+    click.echo(f"LAN       {token.db_host}: Postgres (TLS) port {token.db_port}, broker (TLS) port "
+               f"{token.broker_port}; CA {token.ca_fingerprint}")
+    click.echo("On each laptop, run (the token is a secret: it holds the worker's passwords; "
+               "`greenctl join-token --rotate` replaces it):")
+    click.echo(f"  {lan.join_command(token)}")
+
+
+@click.command("join-token")
+@click.option("--rotate", is_flag=True,
+              help="New worker passwords: the old token is refused from now on, and workers that joined with "
+                   "it must join again with the new one.")
+@click.option("--bare", is_flag=True, help="Print the token alone (e.g. to pipe into `greenctl worker --join -`).")
+def join_token(rotate: bool, bare: bool) -> None:
+    """Print the `greenctl worker --join TOKEN` command of this machine's LAN mode
+    (`greenctl up --lan ADDRESS`) again. The token holds the database and broker
+    addresses, the worker's passwords and the CA fingerprint: treat it as a secret."""
+    from greenctl.cluster import lan
+    from shared.join_token import encode
+
+    state = common.settings().state_dir
+    if common.embedded.lan_address(state) is None:
+        raise common.BadInput(f"join-token: this state dir ({state}) has no LAN mode: start it with "
+                              "`greenctl up --lan ADDRESS`")
+    if rotate:
+        try:
+            live = lan.rotate(state)
+        except Exception as exc:
+            raise click.ClickException(f"--rotate: new passwords saved, but the running servers could not take "
+                                       f"them ({str(exc).splitlines()[0]}): run `greenctl up --lan "
+                                       f"{common.embedded.lan_address(state)}` to apply them")
+        click.echo("rotated: the old token is refused from now on" + (
+            " (its open connections were ended)" if live else
+            "; the servers are not running: they take the new passwords at the next `greenctl up --lan`")
+            + "; workers that joined with it must join again with the token below", err=True)
+    token = lan.server_token(state)
+    if not common.embedded.lan_config(state):
+        click.echo(f"note: LAN mode is off (`greenctl down` ended it): the token works after "
+                   f"`greenctl up --lan {token.db_host}`", err=True)
+    click.echo(f"CA {token.ca_fingerprint}", err=True)
+    click.echo(encode(token) if bare else lan.join_command(token))
 
 
 def _interrupt(*_):
@@ -251,4 +342,4 @@ def resume(experiment_id: int) -> None:
     click.echo(f"resumed {n} tasks of experiment {experiment_id}, enqueued {by}")
 
 
-commands = [up, down, ps, scheduler_command, cancel, resume]
+commands = [up, down, ps, join_token, scheduler_command, cancel, resume]

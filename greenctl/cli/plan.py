@@ -17,6 +17,11 @@ from greenctl.cli import common
 from greenctl.cli.common import BadInput
 
 PRIOR_LABEL = "HELM prior (A100, Megatron-LM fp16): not calibrated for this machine"
+UNMEASURED_NOTE = ("{variant} ({bits:.2g} bits per weight) was never measured on this machine: the fit interpolates "
+                   "between the bits it measured, but CPU speed follows each quantization type's kernel (llama.cpp "
+                   "repacks some types, such as q4_0 and q8_0, for its SIMD kernels, not others), so expect an "
+                   "error well above the held-out one (bench/RESULTS.md, A2b: 54 % for q4_1); run a few samples "
+                   "of it first to calibrate")
 
 
 def _database() -> tuple[str | None, str | None]:
@@ -301,6 +306,8 @@ def print_plan(p: dict) -> None:
                                                         else f" on {fit['held_out_rows']} rows"))
         if r.get("extrapolating"):
             echo(f"    note: outside the fit's measured range of {', '.join(r['extrapolating'])}")
+        if r.get("unmeasured_quantization"):
+            echo(f"    note: {UNMEASURED_NOTE.format(variant=r['variant'], bits=r['bits'])}")
     t = p["totals"]
     for queue, q in t["queues"].items():
         workers = (f"{q['online_workers']} online worker{'s' * (q['online_workers'] != 1)}" if q["online_workers"]

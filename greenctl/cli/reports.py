@@ -92,23 +92,95 @@ def report(experiment_id: int, fmt: str, output: Path | None) -> None:
 
 @click.command()
 @click.argument("experiment_ids", type=int, nargs=-1, required=True)
+@click.option("--baseline-host", metavar="HOST",
+              help="One experiment across hosts: the host the others are compared with (default: the first "
+                   "by name).")
+@click.option("--baseline", "baseline_exp", type=int, metavar="EXP",
+              help="Several experiments: the one each other experiment's run is paired with (default: "
+                   "the first given).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--wide", **common.WIDE_OPTION)
-def compare(experiment_ids: tuple[int, ...], as_json: bool, wide: bool) -> None:
-    """The same model and variant across experiments (or machines) side by side."""
+def compare(experiment_ids: tuple[int, ...], baseline_host: str | None, baseline_exp: int | None, as_json: bool,
+            wide: bool) -> None:
+    """The same model and variant across experiments (or machines) side by side. Several
+    experiments of the same samples (one spec submitted once per host): each run against the
+    first experiment's (or --baseline), paired on the samples both ran, as a verdict, with the
+    machine of each run. With one experiment whose results came from several hosts: per variant
+    and host, F1 with its interval, latency, energy (method, measured share) and CPU model, and
+    each host against the first (or --baseline-host), paired on the samples both ran."""
+    from greenctl import queries
     from greenctl.report import compare as comparing
 
+    if baseline_host is not None and len(experiment_ids) != 1:
+        raise common.BadInput("--baseline-host: compares the hosts of one experiment: give one EXPERIMENT_ID, "
+                              "or drop --baseline-host")
+    if baseline_exp is not None and baseline_exp not in experiment_ids:
+        raise common.BadInput(f"--baseline: {baseline_exp} is not one of the experiments given "
+                              f"({', '.join(map(str, experiment_ids))}): use one of them")
+    if baseline_exp is not None and len(set(experiment_ids)) < 2:
+        raise common.BadInput("--baseline: pairs several experiments: give two or more EXPERIMENT_IDs "
+                              "(for the hosts of one experiment: --baseline-host)")
     db = common.database_url()
-    data = comparing.comparison([_build(db, i) for i in experiment_ids])
+    reports = [_build(db, i) for i in experiment_ids]
+    rows = {i: queries.host_rows(db, i) for i in experiment_ids}
+    data = comparing.comparison(reports, rows)
+    data["by_host"] = data["by_experiment"] = None
+    if len(set(experiment_ids)) > 1:
+        data["by_experiment"] = comparing.experiment_comparison(
+            reports, rows, {i: queries.sample_texts(db, i) for i in set(experiment_ids)}, queries.cpu_models(db),
+            baseline_exp)
+    if len(experiment_ids) == 1:
+        present = comparing.hosts_in(rows[experiment_ids[0]])
+        if baseline_host is not None and baseline_host not in present:
+            raise common.BadInput(f"--baseline-host: no result of experiment {experiment_ids[0]} came from "
+                                  f"{baseline_host!r}: use one of {', '.join(present) or '(no host yet)'}")
+        if len(present) > 1:
+            data["by_host"] = comparing.host_comparison(reports[0], rows[experiment_ids[0]],
+                                                        queries.cpu_models(db), baseline_host)
     if as_json:
         click.echo(json.dumps(data, default=str))
         return
     console = common.table_console(wide)
+    hosts = data["by_host"]
+    missing = comparing.not_run(data)
+    if hosts is not None:
+        console.print(comparing.host_table(hosts, wide))
+        if wide:
+            console.print(comparing.versus_table(hosts))
+        for line in comparing.cpu_lines(hosts):
+            console.print(line, highlight=False)
+        console.print(f"Same model on different machines (vs {hosts['baseline_host']}; "
+                      f"{hosts['pairing']}):", highlight=False)
+        for line in comparing.verdict_lines(hosts):
+            console.print(f"  {line}", highlight=False)
+        if not wide:
+            console.print("95 %: the F1's interval; * no better than a constant answer; meas.: share of the "
+                          "energy read from a power meter; `--wide` shows every paired figure with its interval, "
+                          "CO2e, macro F1 and the CPU per row.", highlight=False)
+        if missing:
+            console.print(f"No finished task in this experiment: {', '.join(missing)}", highlight=False)
+        return
     console.print(comparing.table(data, wide))
     if not wide:
         console.print("exp: experiment id (* partial); vs 1st: CO2e change vs the variant's first row; "
-                      "`--wide` shows accuracy, macro F1, energy and the energy method.", highlight=False)
-    missing = comparing.not_run(data)
+                      "`--wide` shows accuracy, macro F1, energy, the energy method and every paired "
+                      "figure with its interval.", highlight=False)
+    runs = data["by_experiment"]
+    if runs is not None:
+        if wide and runs["variants"]:
+            console.print(comparing.versus_table(runs, "versus_baseline", "experiment"))
+        for line in comparing.machine_lines(runs):
+            console.print(line, highlight=False)
+        if runs["variants"]:
+            console.print(f"Same model on different machines (each run vs exp {runs['baseline_experiment']}, "
+                          "paired on the samples both ran):", highlight=False)
+        else:
+            console.print("No variant ran in two of these experiments: nothing to pair.", highlight=False)
+        for line in comparing.verdict_lines(runs, "versus_baseline"):
+            console.print(f"  {line}", highlight=False)
+    if len(experiment_ids) == 1 and len(present) == 1:
+        console.print(f"All results came from one host ({present[0]}): nothing to compare across hosts.",
+                      highlight=False)
     if missing:
         console.print(f"No finished task in these experiments: {', '.join(missing)}", highlight=False)
 

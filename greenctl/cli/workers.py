@@ -11,6 +11,28 @@ from greenctl.cli import common
 
 
 
+STORED = "\0stored"      # `--join` with no value: GREENCTL_JOIN_TOKEN, else the token an earlier join kept
+
+
+def _hide_join_token(ctx, param, value):
+    """As soon as the command line is parsed: hide the token from `ps` (a secret). The package's
+    import already did it (greenctl.hide_join_token, before the CLI's slow imports); this catches
+    a token that does not start with the usual prefix."""
+    if value not in (None, STORED, "-"):
+        import sys
+
+        import setproctitle
+
+        # sys.argv itself too: Celery's worker puts it in the title it sets later.
+        for i, arg in enumerate(sys.argv):
+            if arg == value:
+                sys.argv[i] = "***"
+            elif arg.startswith("--join=") and arg != "--join=***":
+                sys.argv[i] = "--join=***"
+        setproctitle.setproctitle(" ".join(sys.argv))
+    return value
+
+
 def offline_after_s() -> float:
     """A worker is offline after four missed heartbeats (60 s at the default 15 s)."""
     return 4 * common.settings().heartbeat_seconds
@@ -34,12 +56,19 @@ def offline_after_s() -> float:
 @click.option("--events", is_flag=True,
               help="Send task events from the start (Flower also turns them on when it runs).")
 @click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--join", "join", metavar="TOKEN", is_flag=False, flag_value=STORED, callback=_hide_join_token,
+              help="Join the cluster of `greenctl up --lan` with the token it printed: its broker and database, "
+                   "over TLS verified against the token's CA. '-': read the token from stdin; no value: "
+                   "GREENCTL_JOIN_TOKEN, else the token kept (0600) by an earlier join on this machine.")
 def worker(queues, broker, db, engines, threads, cpu_watts, ram_watts, exclude_ram, calibrate,
-           calibrate_seconds, events, loglevel) -> None:
+           calibrate_seconds, events, loglevel, join) -> None:
     """Run a Celery worker on this machine: one inference at a time, energy per task."""
     from worker import runtime
 
-    db_url, app = common.service_app(broker, db)
+    if join is not None or common.settings().join_token:
+        db_url, app = _joined(join, broker, db)
+    else:
+        db_url, app = common.service_app(broker, db)
     defaults = runtime.WorkerOptions.from_settings(common.settings())
     # A flag given wins over its environment variable (GREENCTL_THREADS, GREENCTL_CPU_WATTS, ...).
     options = dataclasses.replace(defaults, queue=queues[0], threads=threads or defaults.threads,
@@ -75,6 +104,45 @@ def worker(queues, broker, db, engines, threads, cpu_watts, ram_watts, exclude_r
                          *(["--task-events"] if events else [])])
     finally:
         runtime.stop()
+
+
+def _joined(join: str | None, broker: str | None, db: str | None):
+    """(database URL, Celery app) of the LAN cluster the join token names, after checking
+    both servers answer with certificates of the token's CA and accept its passwords."""
+    import sys
+
+    from greenctl.cluster import lan
+    from shared.celery_app import configure
+    from shared.join_token import TokenError, decode
+
+    if broker or db:
+        raise common.BadInput("--join: the token names the broker and database: drop --broker/--db")
+    settings = common.settings()
+    if join == "-":
+        text = sys.stdin.readline()
+    elif join in (None, STORED):
+        text = settings.join_token or lan.stored_token(settings.state_dir)
+        if not text:
+            raise common.BadInput("--join: no token given, none in GREENCTL_JOIN_TOKEN and none kept from an earlier "
+                                  "join: pass the one `greenctl join-token` prints on the server (or '-' for stdin)")
+    else:
+        text = join
+    try:
+        token = decode(text)
+    except TokenError as exc:
+        raise common.BadInput(str(exc)) from None
+    db_url, broker_url = lan.join_urls(token, settings.state_dir)
+    try:
+        lan.check_join(token, db_url, broker_url)
+    except lan.JoinRefused as exc:
+        raise click.ClickException(f"--join: {exc}") from None
+    kept = lan.store_token(settings.state_dir, text)
+    click.echo(f"joined {token.db_host}: database port {token.db_port} and broker port {token.broker_port} "
+               f"over TLS, certificates verified against CA {token.ca_fingerprint}; token kept in {kept} (0600)",
+               err=True)
+    s = dataclasses.replace(settings, database_url=db_url, broker_url=broker_url)
+    db_url = common.database_url(s, start=True)
+    return db_url, configure(broker_url, db_url, s)
 
 
 @click.command()

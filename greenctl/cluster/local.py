@@ -135,7 +135,8 @@ def status(state_dir: Path, app) -> tuple[list[dict], float | None]:
     for name, info in embedded_servers(state_dir).items():
         running = name in alive
         rows.append({"name": name, "pid": info.get("pid"), "state": "running" if running else "exited",
-                     "address": mask_url(info.get("url")), "log": "", "restarts": 0, "last_restart": None,
+                     "address": mask_url(info.get("url")) or _server_address(name, info), "log": "", "restarts": 0,
+                     "last_restart": None,
                      "last_log": []})
     seen = None
     if app is not None and any(r.name == "scheduler" for r in records):
@@ -143,6 +144,11 @@ def status(state_dir: Path, app) -> tuple[list[dict], float | None]:
 
         seen = last_seen(app)
     return rows, None if seen is None else round(time.time() - seen, 1)
+
+
+def _server_address(name: str, info: dict) -> str:
+    """Where a server without a URL listens: LAN mode's TLS front of Postgres."""
+    return f"{info['address']}:{info['port']} (TLS)" if name == "pg_tls" and info.get("port") else ""
 
 
 def embedded_servers(state_dir: Path) -> dict:

@@ -41,7 +41,7 @@ def worker_queue(default_queue: str, index: int) -> str:
 def plan(workers: int, default_queue: str, cores: int, flower_port: int | None,
          schedule_file: Path) -> list[Service]:
     """The services, in start order. Workers share the cores: threads = cores // workers."""
-    threads = max(1, cores // workers)
+    threads = max(1, cores // max(1, workers))
     services = [
         Service("scheduler", [*GREENCTL, "scheduler", "--schedule-file", str(schedule_file)],
                 node=node_name(SCHEDULER_QUEUE)),

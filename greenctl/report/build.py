@@ -17,6 +17,7 @@ from greenctl.report import drift, estimate_check, metrics, paired
 from shared.accounting import measured_share
 from shared.db import session_scope
 from shared.models import Experiment, Result, Task, TaskStatus, Variant
+from worker.engines import REPLAY_ENGINE
 
 # Energy methods a worker records (worker/energy.py). Only the first three read
 # a power meter; the report says so wherever energy is shown.
@@ -27,6 +28,7 @@ METHOD_NOTES = {
     "powermetrics": "measured: macOS powermetrics",
     "estimated": "estimate, not a measurement: CodeCarbon's TDP x CPU-load model",
     "forced": "estimate, not a measurement: CPU power fixed by the operator, times task time",
+    "simulated": "SIMULATED, not a measurement: the fleet benchmark's timing-replay engine ran no inference",
 }
 
 
@@ -183,6 +185,9 @@ def build_report(db: str, experiment_id: int) -> dict:
         variants = s.execute(sa.select(Variant).where(Variant.experiment_id == experiment_id)
                              .order_by(Variant.id)).scalars().all()
         summary = experiment_summary(experiment, queries.task_counts(s, experiment_id))
+        if any(v.engine == REPLAY_ENGINE for v in variants):   # bench/fleet.py's rows: never pass as real
+            summary["name"] = f"SIMULATED (timing-replay engine, no inference): {summary['name']}"
+            summary["simulated"] = True
         # A result exists only for a task that finished (the worker writes both in one transaction).
         rows = s.execute(sa.select(Task.variant_id, Task.label, Result, Task.sample_index, Task.repeat)
                          .join(Result, Result.task_id == Task.id)
