@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/greenctl demo
 
 test: $(STAMP) chromium lint
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25
 	COMPOSE_CHECK_OPTIONAL=1 $(MAKE) --no-print-directory compose-check
 
 # Layer contracts (pyproject.toml [tool.importlinter]) and ruff's small rule set ([tool.ruff]).

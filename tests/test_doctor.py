@@ -72,3 +72,10 @@ def test_doctor_json_says_per_component_what_and_why():
     text = subprocess.run([sys.executable, "-m", "greenctl", "doctor"], capture_output=True, text=True,
                           timeout=120, check=True).stdout
     assert text.startswith(f"energy method: {report['energy_method']}")
+
+
+def test_a_worker_renamed_by_celery_is_still_a_worker():
+    # With setproctitle installed (a dependency since join tokens), Celery retitles its processes.
+    assert is_worker_command(["[celeryd: greenctl-default@vm:MainProcess] -active- (worker --queue default)"])
+    assert not is_worker_command(["[celeryd: greenctl-scheduler@vm:MainProcess] -active- (scheduler)"])
+    assert not is_worker_command(["[celeryd: greenctl-q@vm:MainProcess] -active- (worker --calibrate)"])

@@ -322,7 +322,7 @@ def test_a_laptop_that_leaves_finishes_its_inference_goes_offline_and_its_work_g
     c, n = cluster, 6
     a, b = c.laptops["a"], c.laptops["b"]
     wait_until(lambda: online_again(c, a), 150, "laptop a online (it takes over b's work)")
-    eid = submit(c, "leave", n, sentences=12)
+    eid = submit(c, "leave", n, sentences=30)     # ~2.5 s per task: Ctrl-C lands mid-inference
     in_hand = wait_until(lambda: running_on(c.head.db, eid, b.worker), 120, "laptop b running a task")
     os.killpg(b.proc.pid, signal.SIGINT)           # Ctrl-C in b's terminal
     b.proc.wait(120)

@@ -102,6 +102,10 @@ def is_worker_command(cmd: list[str]) -> bool:
     not a `--calibrate` run)."""
     if not cmd or "--calibrate" in cmd:
         return False
+    title = " ".join(cmd)
+    if title.startswith("[celeryd: greenctl-"):
+        # Celery renamed the process (setproctitle): "[celeryd: greenctl-Q@HOST:MainProcess] -active- (worker …)".
+        return "--calibrate" not in title and not title.startswith("[celeryd: greenctl-scheduler@")
     exe = os.path.basename(cmd[0])
     if exe == "greenctl":
         return cmd[1:2] == ["worker"]

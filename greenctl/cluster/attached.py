@@ -24,14 +24,18 @@ def attached_workers(broker_port: int, exclude: set[int]) -> list[Attached]:
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmd = proc.info["cmdline"] or []
-        if proc.info["pid"] in exclude or "worker" not in cmd or not any("greenctl" in c for c in cmd):
+        # Celery renames its processes with setproctitle ("[celeryd: greenctl-Q@HOST:MainProcess] ...
+        # (worker --queue Q)"): the command line is then one string, so look at the words of all of it.
+        words = " ".join(cmd).replace("(", " ").replace(")", " ").split()
+        if proc.info["pid"] in exclude or "worker" not in words or not any("greenctl" in w for w in words):
             continue
         try:
             conns = proc.net_connections(kind="tcp")
         except (psutil.AccessDenied, psutil.NoSuchProcess):
             continue
         if any(c.raddr and c.raddr.port == broker_port for c in conns):
-            found.append(Attached(proc.info["pid"], " ".join(cmd[cmd.index("worker") - 1:]) or " ".join(cmd)))
+            found.append(Attached(proc.info["pid"], " ".join(cmd[cmd.index("worker") - 1:]) if "worker" in cmd
+                                  else " ".join(cmd)))
     return found
 
 
