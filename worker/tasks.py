@@ -164,6 +164,9 @@ def run_job(task, rt: runtime.WorkerRuntime, job: store.Job) -> tuple[bool, str]
 def infer(self, task_id: int) -> str:
     task_id = validate_task_id(task_id)
     rt = runtime.current()
+    # In hand from now, the claim included: a Ctrl-C during the claim waits for this task too. (The
+    # heartbeat extends only a lease this worker holds, so naming it before the claim is harmless.)
+    rt.current_task = task_id
     try:
         try:
             job = store.claim(rt.database_url, task_id, rt.name, rt.options.lease_seconds,
@@ -173,7 +176,6 @@ def infer(self, task_id: int) -> str:
             raise self.retry(countdown=held.seconds_left + 1, exc=held)
         if job is None:   # say which: a cancelled task is not a finished one
             return f"skipped: task {task_id} is {store.task_status(rt.database_url, task_id) or 'not in the database'}"
-        rt.current_task = task_id
         experiment_finished, outcome = run_job(self, rt, job)
         if outcome == "stale":   # another attempt holds the task: its worker does what follows
             return f"stale: task {task_id}'s result of attempt {job.attempt} dropped"
