@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import psutil
 
 from greenctl.cluster import processes
+from worker.doctor import is_worker_command
 
 
 @dataclass(frozen=True)
@@ -24,10 +25,8 @@ def attached_workers(broker_port: int, exclude: set[int]) -> list[Attached]:
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmd = proc.info["cmdline"] or []
-        # Celery renames its processes with setproctitle ("[celeryd: greenctl-Q@HOST:MainProcess] ...
-        # (worker --queue Q)"): the command line is then one string, so look at the words of all of it.
-        words = " ".join(cmd).replace("(", " ").replace(")", " ").split()
-        if proc.info["pid"] in exclude or "worker" not in words or not any("greenctl" in w for w in words):
+        # One test of "a greenctl worker process", as its argv or as Celery's retitled form.
+        if proc.info["pid"] in exclude or not is_worker_command(cmd):
             continue
         try:
             conns = proc.net_connections(kind="tcp")
