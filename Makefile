@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/greenctl demo
 
+# Two pytest calls: the suite on 2 xdist workers (--dist loadfile: a file's tests, and its module
+# fixtures, stay on one worker; most tests wait on leases and subprocesses, so 2 workers on 2 cores
+# roughly halve the wall time), then the tests marked `alone` (pyproject markers: they need the
+# machine to themselves, e.g. per-task energy within 2 % of fake RAPL counters), serially.
 test: $(STAMP) chromium lint
-	$(PY) -m pytest -q -p no:cacheprovider --durations=25
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25 -n 2 --dist loadfile -m "not alone"
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25 -m alone
 	COMPOSE_CHECK_OPTIONAL=1 $(MAKE) --no-print-directory compose-check
 
 # Layer contracts (pyproject.toml [tool.importlinter]) and ruff's small rule set ([tool.ruff]).

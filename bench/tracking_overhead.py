@@ -1,13 +1,12 @@
 """P4 tracking overhead: task time with and without the CodeCarbon begin/end window.
 
-The tracker is long-lived (as in a worker) and runs in task mode only (never
-`start()`): what a task pays is the window. `start_task` reads the counters,
-`stop_task` measures again and computes the delta; `start_task` also starts a
-power-sampling `threading.Timer` thread per window and `stop_task` cancels it.
-Each sample runs once per arm (no window / the worker's meter / the same meter
-with that per-window thread replaced by a no-op, to measure what the thread
-costs), in rotating order (paired), and the window's own cost is also timed
-alone.
+The tracker is long-lived (as in a worker) and never `start()`ed: what a task
+pays is the window. Three arms per sample, in rotating order (paired): no window;
+the worker's meter (CodeCarbon's measuring layer: each part's `start()` at begin,
+`_do_measurements()` at end, one long-lived power-sampling thread); and, side by
+side for comparison, the window as the worker made it before 2026-12-01 through
+CodeCarbon's task layer (`start_task`/`stop_task`: two emissions records and a new
+`threading.Timer` thread per window). The window's own cost is also timed alone.
 """
 from __future__ import annotations
 
@@ -29,26 +28,29 @@ PRIVATE_LOCK = Path(tempfile.gettempdir()) / f"greenctl-bench-p4-{os.getpid()}.l
 WARM_UP_TEXT = "The company will publish its quarterly report on Monday."
 
 
-ARMS = ("without", "with", "no_thread")   # no window / the worker's meter / without CodeCarbon's thread
+ARMS = ("without", "with", "task_layer")   # no window / the worker's meter / CodeCarbon's start_task+stop_task
 
 
-class _NoThread:
-    """Stands in for CodeCarbon's per-window power monitor (start/stop do nothing). Only for the
-    diagnostic arm: windows under 1 s get no sample from the real one either, so their energy
-    is the same; the arm asks whether the thread's start and cancel cost the task time."""
-    interval, _stopped = 1, True
+class TaskLayerMeter:
+    """The window through CodeCarbon's task layer (the worker's until 2026-12-01), on a tracker of
+    its own; same lock, same energy fields."""
 
-    def start(self, from_run: bool = False) -> None:
-        pass
+    def __init__(self):
+        from worker.energy import EnergyMeter
 
-    def stop(self) -> None:
-        pass
+        self._meter = EnergyMeter(host_lock=PRIVATE_LOCK)
+        self._tracker, self._lock = self._meter._tracker, self._meter._lock
 
+    def begin(self, name: str) -> None:
+        self._lock.acquire()
+        self._tracker.start_task(name)
 
-def no_thread_meter():
-    meter = workload.meter(host_lock=PRIVATE_LOCK)
-    meter._tracker._scheduler_monitor_power = _NoThread()
-    return meter
+    def end(self, name: str):
+        try:
+            data = self._tracker.stop_task()
+        finally:
+            self._lock.release()
+        return type("Reading", (), {"total_kwh": float(data.cpu_energy + data.ram_energy + data.gpu_energy)})
 
 
 def one_task(engine, request, meter) -> tuple[float, float]:
@@ -80,8 +82,8 @@ def paired_order(n: int, arms: tuple[str, ...] = ARMS):
             yield y, arms[(p + j + 1) % k]
 
 
-def window_alone(count: int) -> float:
-    meter = workload.meter(host_lock=PRIVATE_LOCK)
+def window_alone(count: int, meter=None) -> float:
+    meter = meter or workload.meter(host_lock=PRIVATE_LOCK)
     costs = []
     for _ in range(count):
         started = time.perf_counter()
@@ -97,7 +99,7 @@ def run(size: str = "full") -> Report:
     engine = workload.loaded(threads)
     # The meter created before timing (its warm-up window run), as a worker creates its own once.
     meters = {"without": None, "with": workload.meter(host_lock=PRIVATE_LOCK),
-              "no_thread": no_thread_meter()}
+              "task_layer": TaskLayerMeter()}
 
     def req(text):
         return workload.request(text, workload.DEFAULT_PROMPT, workload.DEFAULT_PARAMS, examples)
@@ -107,7 +109,7 @@ def run(size: str = "full") -> Report:
     for i, arm in paired_order(len(chosen)):
         times[arm][i], energy[arm][i] = one_task(engine, req(chosen[i].text), meters[arm])
     diffs = [times["with"][i] - times["without"][i] for i in times["with"]]
-    old_diffs = [times["no_thread"][i] - times["without"][i] for i in times["with"]]
+    old_diffs = [times["task_layer"][i] - times["without"][i] for i in times["with"]]
     times = {arm: list(t.values()) for arm, t in times.items()}
     base = mean(times["without"])
     # Judged on the median paired difference: other developers' load makes single
@@ -118,31 +120,32 @@ def run(size: str = "full") -> Report:
     sd = math.sqrt(sum((d - mean(diffs)) ** 2 for d in diffs) / max(1, len(diffs) - 1))
     ci_pct = 100 * 1.96 * sd / math.sqrt(len(diffs)) / base
     window_ms = 1e3 * window_alone(cfg["windows"])
+    old_window_ms = 1e3 * window_alone(cfg["windows"], meters["task_layer"])
     return Report(
         bench="p4-tracking", title="CodeCarbon begin/end window: task time with vs without",
         size=size,
         inputs={"model": f"{workload.MODEL} {workload.VARIANT}", "N": len(chosen), "threads": threads,
                 "prompt": "label-only, 3-shot, label-constrained",
                 "order": "paired per sample (x y x y x y), arms rotating",
-                "arms": "no window / worker's meter / worker's meter without CodeCarbon's per-window thread",
+                "arms": "no window / worker's meter / CodeCarbon's start_task+stop_task (the worker's before 2026-12-01)",
                 "tracker": "one long-lived OfflineEmissionsTracker, machine mode, measure_power_secs=1"},
         figures={"overhead, paired A/B, median (%)": overhead_pct,
                  "overhead, paired A/B, mean (%)": mean_pct, "  95% interval of the mean (+/- %)": ci_pct,
-                 "overhead without CodeCarbon's per-window thread (diagnostic), median (%)": old_pct,
+                 "overhead through CodeCarbon's task layer (before), median (%)": old_pct,
                  "task time without window (ms)": 1e3 * base,
                  "task time with window (ms)": 1e3 * mean(times["with"]),
                  "energy per task, worker's meter (J)": mean(energy["with"].values()),
-                 "energy per task, without the thread (J)": mean(energy["no_thread"].values()),
+                 "energy per task, task layer (J)": mean(energy["task_layer"].values()),
                  "window alone, begin+end (ms, median)": window_ms,
+                 "window alone through the task layer (ms, median)": old_window_ms,
                  "window alone / task time (%)": 100 * window_ms / 1e3 / base},
         goals=[Goal(f"tracking overhead <= {GOAL_PCT:g} % (median paired difference)", overhead_pct,
                     None if size == "smoke" else overhead_pct <= GOAL_PCT)],
         details={"median with (ms)": 1e3 * median(times["with"]),
                  "median without (ms)": 1e3 * median(times["without"])},
-        notes=["the paired figure includes what the window does around the task (CodeCarbon's power-monitor "
-               "Timer thread, started by start_task and cancelled by stop_task, beside the engine's threads); "
-               "the 'alone' figure is the bookkeeping of start_task/stop_task only; the no-thread arm is a "
-               "diagnostic of what that thread costs, not a configuration the worker uses",
+        notes=["the paired figure includes whatever the window does beside the engine's threads (the worker's "
+               "long-lived power sampler; the task layer's per-window Timer thread); the 'alone' figures are "
+               "the windows' bookkeeping only",
                "the meter is worker.energy.EnergyMeter in task mode (no tracker.start()): nothing of "
                "CodeCarbon runs between windows, in either arm, as in a worker"],
         machine=machine(watch),

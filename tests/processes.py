@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,8 +83,17 @@ def service(argv: list[str], env: dict, log: Path, what: str, ready_timeout: flo
                 proc.wait()
 
 
+def measure_lock() -> Path:
+    """This pytest process's own measuring lock, the default of every env base_env makes.
+    With the host-wide one (/tmp/greenctl-measure.lock), a worker another pytest-xdist worker
+    SIGSTOPs mid-inference (test_hardening, test_multihost) would hold every other test's
+    inferences for tens of seconds. Tests on one pytest worker still take turns through it."""
+    return Path(tempfile.gettempdir()) / f"greenctl-measure-pytest-{os.getpid()}.lock"
+
+
 def base_env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GREENCTL_")}
     if "GREENCTL_CACHE_DIR" in os.environ:
         env["GREENCTL_CACHE_DIR"] = os.environ["GREENCTL_CACHE_DIR"]
+    env["GREENCTL_MEASURE_LOCK"] = str(measure_lock())     # a caller's own (in `extra`) wins
     return env | extra

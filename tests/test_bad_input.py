@@ -19,11 +19,11 @@ import yaml
 from click.testing import CliRunner
 
 from greenctl.cli import main
-from tests.conftest import SYSTEM_REDIS
+from tests.conftest import SYSTEM_REDIS, redis_db
 from tests.processes import MODEL, base_env, greenctl
 from tests.spec_edits import DELETE, edit
 
-REDIS_DB = 11
+REDIS_DB = redis_db("bad_input")
 TABLES = ("experiment", "variant", "task", "result")
 LABELS = ["positive", "negative", "neutral"]
 GOOD_CSV = "text,label\nProfit rose,positive\nSales fell,negative\nShares flat,neutral\n" \

@@ -15,7 +15,7 @@ BENCHES = ["p1-pipeline", "p2-energy", "p3-prefix", "p4-tracking", "p5-scheduler
            "p7-report"]
 
 
-def bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def bench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
 

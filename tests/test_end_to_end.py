@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from shared import embedded
-from tests.conftest import SYSTEM_REDIS
+from tests.conftest import SYSTEM_REDIS, redis_db
 from tests.processes import MODEL, base_env, greenctl, greenctl_json, worker, write_spec
 
 LABELS = {"positive", "negative", "neutral"}
@@ -65,7 +65,7 @@ def _wait_for_fits(db_url: str, timeout: float = 60) -> list[dict]:
 
 
 def test_system_servers_three_variants_f16_costs_more_than_q4_0(tmp_path, fresh_db_url):
-    env = _system_env(tmp_path, fresh_db_url, 7)
+    env = _system_env(tmp_path, fresh_db_url, redis_db("end_to_end"))
     spec = write_spec(tmp_path / "three.yaml", [
         {"name": MODEL, "engine": "embedded", "variants": ["f16", "q8_0", "q4_0"]}], sample=8, queue="tv")
     with worker(env, "tv", tmp_path / "tv.log", "--queue", "estimator"):
@@ -88,7 +88,7 @@ def test_system_servers_three_variants_f16_costs_more_than_q4_0(tmp_path, fresh_
 
 
 def test_two_workers_on_two_queues_get_only_their_own_tasks(tmp_path, fresh_db_url):
-    env = _system_env(tmp_path, fresh_db_url, 8)
+    env = _system_env(tmp_path, fresh_db_url, redis_db("end_to_end"))
     spec = write_spec(tmp_path / "queues.yaml", [
         {"name": MODEL, "engine": "embedded", "variants": ["q8_0"], "queue": "qa"},
         {"name": MODEL, "engine": "embedded", "variants": ["q4_0"], "queue": "qb"},

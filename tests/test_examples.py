@@ -22,13 +22,13 @@ import sqlalchemy as sa
 import yaml
 
 from scheduler.spec import load_spec
-from tests.conftest import SYSTEM_REDIS
+from tests.conftest import SYSTEM_REDIS, redis_db
 from tests.ollama_replay import FIXTURES, OllamaReplay
 from tests.processes import ROOT, base_env, greenctl, greenctl_json, worker
 
 EXAMPLES = ROOT / "examples"
 PAPER = Path("/work/shared/papers/000_e64ad731e41b8c9f.txt")
-REDIS_DB = 3
+REDIS_DB = redis_db("examples")
 
 # The exact tags of Ollama's library each example must load, with the quantization /api/show reports.
 TABLE3_TAGS = {

@@ -9,10 +9,10 @@ import pytest
 
 from greenctl.cluster import health, processes, records, services
 from shared.config import Settings
+from tests.conftest import SYSTEM_REDIS, redis_db
 
-SYSTEM_REDIS = os.environ.get("GREENCTL_TEST_REDIS", "redis://127.0.0.1:6379")
 # A Redis database of these tests' own: Flower only listens, nothing is written.
-BROKER = f"{SYSTEM_REDIS}/12"
+BROKER = f"{SYSTEM_REDIS}/{redis_db('flower+reconcile')}"
 
 
 def test_flower_credentials_come_from_the_environment(tmp_path):

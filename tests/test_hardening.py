@@ -297,7 +297,7 @@ def test_a_worker_sigstopped_mid_task_marks_that_row_invalid_and_the_report_leav
 
     from tests.test_faults import tasks_by_status
 
-    n, pause_s = 4, 5.0
+    n, pause_s = 3, 5.0    # one result before the pause, the paused task, one after: two valid rows
     with valkey(tmp_path / "valkey") as broker:
         env = fault_env(fresh_db_url, broker.url, tmp_path) | {"GREENCTL_LEASE_SECONDS": "60"}
         # ~1,000-token texts: about 3 s of prefill each on one thread, so a stop lands mid-task.
@@ -353,7 +353,9 @@ def test_a_worker_without_its_broker_goes_offline_and_stops_on_sigterm(tmp_path,
             broker.kill()
             # Heartbeats stop with the broker: offline after four missed beats.
             wait_until(lambda: not online(), 20, "offline once the broker is gone")
-            time.sleep(20)                            # well into Celery's reconnect backoff
+            # Well into Celery's reconnect backoff (retries 2 s, 4 s, 6 s... apart): four missed
+            # beats above, then 10 s more, is past several failed reconnects, as 20 s was.
+            time.sleep(10)
             assert proc.poll() is None
             os.killpg(proc.pid, signal.SIGTERM)
             started = time.monotonic()
@@ -367,7 +369,7 @@ def test_a_worker_without_its_broker_goes_offline_and_stops_on_sigterm(tmp_path,
 
 
 def test_a_worker_that_loses_its_broker_mid_task_stops_on_sigterm(tmp_path, fresh_db_url):
-    from tests.test_faults import tasks_by_status
+    from tests.test_faults import results, tasks_by_status
 
     with valkey(tmp_path / "valkey") as broker:
         env = fault_env(fresh_db_url, broker.url, tmp_path, GREENCTL_SHUTDOWN_GRACE_SECONDS="8")
@@ -376,7 +378,10 @@ def test_a_worker_that_loses_its_broker_mid_task_stops_on_sigterm(tmp_path, fres
             eid = submit(spec, env)
             wait_until(lambda: tasks_by_status(fresh_db_url, eid).get("running") == 1, 60, "a task running")
             broker.kill()
-            time.sleep(15)                            # the task ends, its ack and the next fetch fail
+            # The task ends (its result is written: Postgres is up), then its ack and the next
+            # fetch fail: waited for, not a fixed 15 s.
+            wait_until(lambda: results(fresh_db_url, eid)[0] >= 1, 60, "the running task's result written")
+            time.sleep(4)
             assert proc.poll() is None
             os.killpg(proc.pid, signal.SIGTERM)
             started = time.monotonic()
@@ -397,7 +402,7 @@ def test_cancel_mid_inference_keeps_the_in_flight_result_and_leaves_nothing_runn
     result; nothing stays running; `resume` runs only the cancelled ones, each exactly once."""
     from tests.test_faults import assert_every_task_exactly_once, results, tasks_by_status
 
-    n = 4
+    n = 3                  # the in-flight task and two others: `resume` still runs more than one
     with valkey(tmp_path / "valkey") as broker:
         env = fault_env(fresh_db_url, broker.url, tmp_path)
         spec = spec_for(tmp_path / "cancel.yaml", long_texts(tmp_path / "long.csv", n, sentences=28), "cancel")

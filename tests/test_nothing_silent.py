@@ -15,10 +15,10 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from tests.conftest import SYSTEM_REDIS
+from tests.conftest import SYSTEM_REDIS, redis_db
 from tests.processes import MODEL, ROOT, base_env, greenctl, write_spec
 
-REDIS_DB = 13
+REDIS_DB = redis_db("nothing_silent")
 
 
 @pytest.fixture()

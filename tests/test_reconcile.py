@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import uuid
 from datetime import timedelta
 
@@ -26,9 +25,9 @@ from shared.celery_app import ENQUEUE_TASK, SCHEDULER_QUEUE, celery_settings
 from shared.db import session_scope
 from shared.models import Experiment, Task, TaskStatus, utcnow
 from worker import store
+from tests.conftest import SYSTEM_REDIS, redis_db
 
-SYSTEM_REDIS = os.environ.get("GREENCTL_TEST_REDIS", "redis://127.0.0.1:6379")
-BROKER = f"{SYSTEM_REDIS}/12"
+BROKER = f"{SYSTEM_REDIS}/{redis_db('flower+reconcile')}"
 DATA = "/work/main/greenctl/data/financial_sentiment.csv"
 LEASE = 600
 

@@ -13,6 +13,7 @@ import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from scheduler.spec import SpecError, parse_spec
+from tests.conftest import SYSTEM_REDIS, redis_db
 from shared import catalog, variants
 
 MODEL = "smollm2:135m-instruct"
@@ -61,7 +62,8 @@ def test_q4_k_m_for_smollm2_is_rejected_at_submit_with_nothing_written(tmp_path,
     spec["models"][0]["variants"] = ["q8_0", "q4_k_m"]
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(spec))
-    env = {"GREENCTL_DATABASE_URL": fresh_db_url, "GREENCTL_BROKER_URL": "redis://127.0.0.1:6379/9",
+    env = {"GREENCTL_DATABASE_URL": fresh_db_url,
+           "GREENCTL_BROKER_URL": f"{SYSTEM_REDIS}/{redis_db('vocabulary+worker_cli')}",
            "GREENCTL_STATE_DIR": str(tmp_path / "state"), "PATH": "/usr/bin:/bin"}
     proc = subprocess.run([sys.executable, "-m", "greenctl", "submit", str(path)], env=env,
                           capture_output=True, text=True, timeout=120)

@@ -5,7 +5,12 @@ begin/end window per task (`start_task`/`stop_task`). The tracker measures the
 whole machine (`tracking_mode="machine"`): an Ollama server is not our process.
 
 A window gives a raw `Measurement` (IT energy per component, kWh, and the
-window's duration; PUE 1 inside CodeCarbon), as Zeus's monitor does. The
+window's duration; PUE 1 inside CodeCarbon), as Zeus's monitor does. A window
+uses CodeCarbon's measuring layer only: each hardware part's `start()` at its
+begin, the tracker's `_do_measurements()` at its end, and CodeCarbon's power
+sampling every `measure_power_secs` of a longer window. Its task layer
+(`start_task`/`stop_task`) also builds two emissions records per window and
+starts a thread, which we discard: 1.2 ms per window instead of 0.3 ms (bench P4). The
 experiment's PUE, grid intensity and idle power are applied afterwards, in one
 accounting step (`shared.accounting.account`), so one worker serves experiments
 with different carbon settings. Every measurement says how it was obtained.
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +126,47 @@ def _host_lock(path: Path):
     return fasteners.InterProcessLock(str(path))
 
 
+class PowerSampler:
+    """CodeCarbon's power sampling (`monitor_power` of the parts that have one) every
+    `interval_s` of an open window, from one long-lived thread. For a window shorter than
+    `interval_s` it does nothing, as CodeCarbon's per-window timer thread does; unlike that
+    one it is not started and stopped per window."""
+
+    def __init__(self, sample, interval_s: float):
+        self._sample, self.interval_s = sample, interval_s
+        self._cond = threading.Condition()
+        self._window = 0          # the open window's number, 0 when none is open
+        self._count = 0
+        threading.Thread(target=self._run, name="greenctl-power-sampler", daemon=True).start()
+
+    def open(self) -> None:
+        with self._cond:
+            self._count += 1
+            self._window = self._count
+            self._cond.notify()
+
+    def close(self) -> None:
+        """After it returns, no sample of the closed window is taken or under way."""
+        with self._cond:
+            self._window = 0
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                if not self._window:
+                    self._cond.wait()
+                    continue
+                window = self._window
+                # Woken early only by a close (or a new window): then nothing is sampled.
+                if not self._cond.wait_for(lambda: self._window != window, timeout=self.interval_s):
+                    self._sample()
+
+
+def _energy_totals(tracker) -> tuple[float, float, float]:
+    """CodeCarbon's running totals (kWh): CPU, RAM, GPU."""
+    return (tracker._total_cpu_energy.kWh, tracker._total_ram_energy.kWh, tracker._total_gpu_energy.kWh)
+
+
 class WindowError(RuntimeError):
     """begin/end used out of turn: a window ended that was not open, or opened twice."""
 
@@ -167,13 +214,13 @@ class EnergyMeter:
             log_level="error", pue=1.0, measure_power_secs=measure_power_secs,
             force_cpu_power=cpu_watts, force_ram_power=force_ram, allow_multiple_runs=True,
         )
-        # Task mode only, no tracker.start(): with a started tracker every window stops and
-        # restarts CodeCarbon's measuring threads next to llama.cpp's (bench P4: 2.1 % -> 1.7 %
-        # per 90 ms task, same energy). The first window sets up the hardware it describes,
-        # and absorbs whatever the counters hold from before (start-up is never a task's).
+        # No tracker.start(): nothing of CodeCarbon runs between windows. One window of
+        # CodeCarbon's own task layer sets up the hardware it describes, and absorbs whatever
+        # the counters hold from before (start-up is never a task's).
         self._open: str | None = None
-        self.begin("greenctl-warm-up")
-        self.end("greenctl-warm-up")
+        self._tracker.start_task("greenctl-warm-up")
+        self._tracker.stop_task()
+        self._sampler = PowerSampler(self._sample_power, measure_power_secs)
         self.parts = self._describe()
         self.method = combined_method(self.parts)
         self.detail = " ".join(f"{k}={v}" for k, v in self.parts.items())
@@ -210,12 +257,17 @@ class EnergyMeter:
                 "measuring an inference (one at a time: CodeCarbon measures the whole machine); "
                 "GREENCTL_MEASURE_LOCK names another lock file", name, os.fsdecode(self._lock.path))
             self._lock.acquire()
-        self._tracker.start_task(name)
-        # Next to CodeCarbon's own marks: it times a window from just after its counter read in
-        # start_task to just after the one in stop_task, so the dram reads go there too.
+        tracker = self._tracker
+        # What CodeCarbon's start_task measures from: each part's counters (RAPL, NVML) or load
+        # meter read now; a window's energy is the growth of the tracker's totals until its end.
+        for hardware in tracker._hardware:
+            hardware.start()
+        self._totals = _energy_totals(tracker)
+        self._started = tracker._last_measured_time = time.perf_counter()
         self._started_at = time.time()
         if self._dram is not None:
             self._dram.begin()
+        self._sampler.open()
         self._open = name
 
     def end(self, name: str) -> Measurement:
@@ -224,13 +276,15 @@ class EnergyMeter:
             raise WindowError(f"window {name!r} ended, but the open window is {self._open!r}")
         self._open = None
         try:
-            data = self._tracker.stop_task()
-            ram = self._dram.end_kwh() if self._dram is not None else float(data.ram_energy)
-            duration_s = float(data.duration)
+            self._sampler.close()
+            self._tracker._do_measurements()     # each part since its start() or last sample
+            duration_s = time.perf_counter() - self._started
+            cpu, ram, gpu = (after - before for before, after in zip(self._totals, _energy_totals(self._tracker)))
+            if self._dram is not None:
+                ram = self._dram.end_kwh()
         finally:
             if self._lock is not None:
                 self._lock.release()
-        cpu, gpu = float(data.cpu_energy), float(data.gpu_energy)
         parts = getattr(self, "parts", {})
         return Measurement(cpu_kwh=cpu, ram_kwh=ram, gpu_kwh=gpu, duration_s=duration_s,
                            method=getattr(self, "method", ""), detail=getattr(self, "detail", ""),
@@ -242,6 +296,13 @@ class EnergyMeter:
         time.sleep(seconds)
         m = self.end("idle-calibration")
         return mean_watts(m.total_kwh, m.duration_s)
+
+    def _sample_power(self) -> None:
+        """CodeCarbon's power sample of each part that takes one (CPU load, GPU power)."""
+        for hardware in self._tracker._hardware:
+            sample = getattr(hardware, "monitor_power", None)
+            if sample is not None:
+                sample()
 
     def close(self) -> None:
         try:

@@ -19,7 +19,6 @@ from pathlib import Path
 import fasteners
 
 from shared.catalog import CatalogError, check_variant, entry
-from worker.quantize import quantize_file
 
 __all__ = ["CatalogError", "models_dir", "model_dir", "model_path", "sha256_file", "pull", "resolve",
            "cached_variants"]
@@ -103,6 +102,8 @@ def resolve(cache_dir: Path, name: str, variant: str) -> Path:
     with fasteners.InterProcessLock(str(target.parent / f".{variant}.make.lock")):
         if target.exists() and checksum_ok(target):
             return target          # another worker made it meanwhile
+        from worker.quantize import quantize_file   # gguf and numpy: not for every `greenctl` start
+
         report = quantize_file(pull(cache_dir, name), target, variant)
         record_checksum(target, report.sha256)
     return target
