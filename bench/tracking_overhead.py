@@ -15,6 +15,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from bench import workload
 from bench.report import Goal, LoadWatch, Report, cores, joules, machine, mean, median
@@ -50,7 +51,7 @@ class TaskLayerMeter:
             data = self._tracker.stop_task()
         finally:
             self._lock.release()
-        return type("Reading", (), {"total_kwh": float(data.cpu_energy + data.ram_energy + data.gpu_energy)})
+        return SimpleNamespace(total_kwh=float(data.cpu_energy + data.ram_energy + data.gpu_energy))
 
 
 def one_task(engine, request, meter) -> tuple[float, float]:
