@@ -65,7 +65,7 @@ def fresh_db_url() -> str:
 # The system Redis has databases 0-15; the tests that use it take theirs from redis_db(), here,
 # so no number is written twice. 0 is left to whatever else uses this Redis, and bench/servers.py
 # claims an empty one of BROKER_DBS (13-15) for each benchmark run (tests/test_bench_smoke.py):
-# that leaves 12. Under pytest-xdist (`make test`: -n 2 --dist loadfile) every xdist worker
+# that leaves 12. Under pytest-xdist (`make test`: -n 3 --dist loadfile) every xdist worker
 # (PYTEST_XDIST_WORKER gw0, gw1, ...) has a block of its own: two files running at once never
 # share a database. Within one worker, files run one after the other, as in a serial run, so the
 # names of one slot share a database: each of them leaves it as the next one needs it (test_flower

@@ -100,6 +100,32 @@ def test_a_stale_attempt_can_write_neither_before_nor_after_the_attempt_that_too
     assert _result_workers(db, second) == ["host:b"]
 
 
+def test_a_connection_postgres_ended_costs_one_retry_not_the_result(fresh_db_url):
+    """The claim and the write run on the worker thread's own kept connection (one round trip
+    each). When Postgres ends it (a restart, an idle timeout, an admin), the write is retried on a
+    new connection and stored once, and the next claim works."""
+    from worker import store
+
+    db = fresh_db_url
+    first, second = _experiment(db, 2)
+    a = store.claim(db, first, "host:a", LEASE_S)
+
+    def end_the_workers_connections() -> int:
+        return query(db, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                         "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                         "AND application_name = '' AND state = 'idle'")[0][0]
+
+    assert end_the_workers_connections() >= 1
+    assert store.with_db_retry(store.write_result, db, _row(a, "host:a"), None, a.attempt) is False
+    assert _result_workers(db, first) == ["host:a"] and tuple(_task(db, first)) == ("done", "host:a", 1)
+    assert end_the_workers_connections() >= 1
+    with pytest.raises(store.DB_DOWN):      # the worker's task retries it (worker.tasks.infer)
+        store.claim(db, second, "host:a", LEASE_S)
+    b = store.claim(db, second, "host:a", LEASE_S)
+    assert store.write_result(db, _row(b, "host:a"), attempt=b.attempt) is True
+    assert query(db, "SELECT count(*), count(DISTINCT task_id) FROM result")[0] == (2, 2)
+
+
 # -- two real workers, one SIGSTOPped past its lease --------------------------------------
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable, TypeVar
@@ -69,20 +71,46 @@ def _autocommit(db: str):
     return get_engine(db).connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
+_held = threading.local()
+
+
+@contextmanager
+def _own_connection(db: str):
+    """The calling thread's own autocommit connection to `db`, kept from one task to the next:
+    the claim and the write of a task then cost one round trip each, without a pool checkout
+    and its pre-ping (bench P1). On any error the connection is closed and forgotten (a
+    multi-statement write that failed may leave its transaction open; Postgres may have
+    restarted), and the next call opens a new one."""
+    conns = _held.__dict__.setdefault("conns", {})
+    conn = conns.get(db)
+    if conn is None:
+        conn = conns[db] = _autocommit(db)
+    try:
+        yield conn
+    except BaseException:
+        conns.pop(db, None)
+        try:
+            conn.invalidate()
+            conn.close()
+        except Exception:  # already broken: nothing left to close
+            pass
+        raise
+
+
 # The claim, one statement after `SET LOCAL synchronous_commit TO OFF` in the same implicit
 # transaction (one simple-query string, one round trip): its commit does not wait for the WAL
 # flush (2-4 ms on a VM disk, bench P1). Safe: a claim is visible to every worker at commit
 # either way, and a result write, which is synchronous, flushes every WAL record before it,
 # its claim included. A claim lost with a Postgres crash leaves the task queued (or under its
 # old lease): the reconcile job re-sends it, and this attempt's fenced write is dropped with a
-# log line.
-_CLAIM = sa.text(
+# log line. Sent as the driver's SQL (no statement to compile per task).
+_CLAIM = (
     "SET LOCAL synchronous_commit TO OFF; "
-    "UPDATE task SET status = :running, attempts = attempts + 1, worker = :worker, "
-    "lease_until = :lease_until, updated_at = :now "
+    "UPDATE task SET status = %(running)s, attempts = attempts + 1, worker = %(worker)s, "
+    "lease_until = %(lease_until)s, updated_at = %(now)s "
     # queued, or running under a lease that expired (its worker died): a duplicate
     # message for a task another worker is running is ignored.
-    "WHERE id = :id AND (status = :queued OR (status = :running AND lease_until < :now)) "
+    "WHERE id = %(id)s AND (status = %(queued)s OR (status = %(running)s AND lease_until < %(now)s)) "
     "RETURNING experiment_id, variant_id, text, label, attempts")
 
 
@@ -96,10 +124,11 @@ def claim(db: str, task_id: int, worker: str, lease_s: int, known: dict | None =
     """
     known = {} if known is None else known
     now = utcnow()
-    with _autocommit(db) as conn:
-        row = conn.execute(_CLAIM, dict(id=task_id, worker=worker, now=now,
-                                        lease_until=now + timedelta(seconds=lease_s),
-                                        running=str(TaskStatus.RUNNING), queued=str(TaskStatus.QUEUED))).first()
+    with _own_connection(db) as conn:
+        row = conn.exec_driver_sql(_CLAIM, dict(id=task_id, worker=worker, now=now,
+                                                lease_until=now + timedelta(seconds=lease_s),
+                                                running=str(TaskStatus.RUNNING),
+                                                queued=str(TaskStatus.QUEUED))).first()
         if row is None:
             held = conn.execute(sa.select(Task.lease_until).where(
                 Task.id == task_id, Task.status == TaskStatus.RUNNING)).scalar()
@@ -121,17 +150,6 @@ def claim(db: str, task_id: int, worker: str, lease_s: int, known: dict | None =
                text=text, label=label, attempt=attempts, **known[variant_id])
 
 
-def _close_if_done(experiment_id: int):
-    """The statement closing the experiment when no task is left to run (one row or none)."""
-    # held: a later round of a stop-when-decided experiment; the scheduler releases or cancels it.
-    still_open = sa.exists().where(Task.experiment_id == experiment_id,
-                                   Task.status.in_([TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.HELD]))
-    return (sa.update(Experiment)
-            .where(Experiment.id == experiment_id, Experiment.finished_at.is_(None),
-                   Experiment.status != ExperimentStatus.CANCELLED, ~still_open)
-            .values(status=ExperimentStatus.DONE, finished_at=utcnow()))
-
-
 def finish_experiment_if_done(db: str, experiment_id: int) -> bool:
     """Close the experiment when no task is left to run; True when this call closed it.
 
@@ -141,7 +159,7 @@ def finish_experiment_if_done(db: str, experiment_id: int) -> bool:
     guard lets exactly one of them close it.
     """
     with _autocommit(db) as conn:
-        return bool(conn.execute(_close_if_done(experiment_id)).rowcount)
+        return bool(conn.exec_driver_sql(_closing(), dict(f_experiment=experiment_id, f_now=utcnow())).rowcount)
 
 
 def round_over(db: str, experiment_id: int) -> bool:
@@ -163,29 +181,60 @@ class StaleAttempt(Exception):
 _WRITABLE = (TaskStatus.RUNNING, TaskStatus.CANCELLED)
 
 
+_OPEN = (TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.HELD)
+
+
+def _quoted(values) -> str:
+    return ", ".join(f"'{v}'" for v in values)   # our own StrEnum words, never user input
+
+
+def _held_by(fenced: bool) -> str:
+    """The fence (driver SQL on table task): the writing attempt still holds the task."""
+    return (" AND worker = %(f_worker)s AND attempts = %(f_attempt)s" if fenced else "")
+
+
 @functools.lru_cache(maxsize=32)
-def _fenced_write(columns: tuple[str, ...], fenced: bool):
-    """One statement: the task -> done if the worker still holds its attempt (status running
-    or cancelled, task.worker and task.attempts its own), and the result row inserted only
-    then (once per task). Selects (tasks marked done, rows inserted). Parameters: the result's
-    `columns` as r_<column>, and f_task, f_worker, f_attempt, f_now. `fenced` False: no fence (a
-    writer that never claimed, e.g. bench P6). Built once per column set (the worker's rows
-    always have the same columns), compiled once by SQLAlchemy's cache."""
-    # f_*: never a column's name (an UPDATE would take such a parameter into its SET).
-    held = [Task.id == sa.bindparam("f_task")]
-    if fenced:
-        held += [Task.status.in_(_WRITABLE), Task.worker == sa.bindparam("f_worker"),
-                 Task.attempts == sa.bindparam("f_attempt")]
-    done = (sa.update(Task).where(*held)
-            .values(status=TaskStatus.DONE, error=None, lease_until=None, updated_at=sa.bindparam("f_now"))
-            .returning(Task.id).cte("done"))
-    table = Result.__table__
-    row = sa.select(*[sa.cast(sa.bindparam(f"r_{k}", type_=table.c[k].type), table.c[k].type)
-                      for k in columns]).where(sa.exists(sa.select(done.c.id)))
-    inserted = (insert(table).from_select(list(columns), row, include_defaults=False)
-                .on_conflict_do_nothing(index_elements=["task_id"]).returning(table.c.id).cte("inserted"))
-    return sa.select(sa.select(sa.func.count()).select_from(done).scalar_subquery(),
-                     sa.select(sa.func.count()).select_from(inserted).scalar_subquery())
+def _fenced_write(columns: tuple[str, ...], fenced: bool) -> str:
+    """One statement (driver SQL): the task -> done if the worker still holds its attempt (status
+    running or cancelled, task.worker and task.attempts its own), and the result row inserted
+    only then (once per task). Selects (tasks marked done, rows inserted). Parameters: the
+    result's `columns` as r_<column>, and f_task, f_worker, f_attempt, f_now. `fenced` False: no
+    fence (a writer that never claimed, e.g. bench P6). Built once per column set (the
+    worker's rows always have the same columns); column types from the model (shared.models)."""
+    from sqlalchemy.dialects import postgresql
+
+    types = {c.name: c.type.compile(dialect=postgresql.dialect()) for c in Result.__table__.c}
+    writable = f" AND status IN ({_quoted(_WRITABLE)})" if fenced else ""
+    return (
+        f"WITH done AS (UPDATE task SET status = '{TaskStatus.DONE}', error = NULL, lease_until = NULL, "
+        f"updated_at = %(f_now)s WHERE id = %(f_task)s{writable}{_held_by(fenced)} RETURNING id), "
+        f"inserted AS (INSERT INTO result ({', '.join(columns)}) "
+        f"SELECT {', '.join(f'%(r_{k})s::{types[k]}' for k in columns)} WHERE EXISTS (SELECT 1 FROM done) "
+        f"ON CONFLICT (task_id) DO NOTHING RETURNING id) "
+        f"SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM inserted)")
+
+
+def _closing(also: str = "") -> str:
+    """The statement (driver SQL) closing experiment %(f_experiment)s at %(f_now)s when no task
+    of it is left to run, and `also` (more conditions) holds; it returns the closed row's id.
+    Held tasks are left to run: a later round of a stop-when-decided experiment, which the
+    scheduler releases or cancels."""
+    return (f"UPDATE experiment SET status = '{ExperimentStatus.DONE}', finished_at = %(f_now)s "
+            f"WHERE id = %(f_experiment)s AND finished_at IS NULL AND status <> '{ExperimentStatus.CANCELLED}'{also} "
+            f"AND NOT EXISTS (SELECT 1 FROM task WHERE experiment_id = %(f_experiment)s "
+            f"AND status IN ({_quoted(_OPEN)})) RETURNING id")
+
+
+@functools.lru_cache(maxsize=2)
+def _close_and_look(fenced: bool) -> str:
+    """The statement after the write's commit (driver SQL): close the experiment if the task
+    is done by the writing attempt and no task of the experiment is left to run; select the
+    task's status, worker and attempts as they are now and whether this statement closed the
+    experiment. (After the commit, not in the write's transaction: finish_experiment_if_done
+    says why.) Parameters: f_task, f_worker, f_attempt, f_now, f_experiment."""
+    ours = f" AND EXISTS (SELECT 1 FROM task WHERE id = %(f_task)s AND status = '{TaskStatus.DONE}'{_held_by(fenced)})"
+    return (f"WITH closed AS ({_closing(ours)}) "
+            f"SELECT status, worker, attempts, (SELECT count(*) FROM closed) FROM task WHERE id = %(f_task)s")
 
 
 def _with_defaults(result: dict) -> dict:
@@ -198,52 +247,62 @@ def _with_defaults(result: dict) -> dict:
     return out
 
 
+def _stale_message(task_id: int, worker: str, attempt: int, now) -> str | None:
+    """Why `attempt` of the task by `worker` may no longer write it, in one line, from the task's
+    (status, worker, attempts) `now` (None: no such task); None when that attempt itself
+    wrote it (e.g. a retry after a commit whose answer was lost)."""
+    if now is None:
+        return f"task {task_id} is no longer in the database"
+    status, by, attempts = now
+    if (status, by, attempts) == (TaskStatus.DONE, worker, attempt):
+        return None
+    return (f"task {task_id} is now {status}, attempt {attempts} by {by} "
+            f"(this was attempt {attempt} by {worker}: its lease ran out while it was paused "
+            f"or slow, and the task was taken over or reset)")
+
+
 def _stale_reason(conn, result: dict, attempt: int) -> str | None:
-    """Why `attempt` of the task by `result["worker"]` may no longer write it, in one line;
-    None when that attempt itself already wrote it (a retry after a commit whose answer was lost)."""
+    """_stale_message, reading the task on `conn`."""
     now = conn.execute(sa.select(Task.status, Task.worker, Task.attempts)
                        .where(Task.id == result["task_id"])).first()
-    if now is None:
-        return f"task {result['task_id']} is no longer in the database"
-    if (now.status, now.worker, now.attempts) == (TaskStatus.DONE, result["worker"], attempt):
-        return None
-    return (f"task {result['task_id']} is now {now.status}, attempt {now.attempts} by {now.worker} "
-            f"(this was attempt {attempt} by {result['worker']}: its lease ran out while it was paused "
-            f"or slow, and the task was taken over or reset)")
+    return _stale_message(result["task_id"], result["worker"], attempt, None if now is None else tuple(now))
 
 
 def write_result(db: str, result: dict, sustain_minutes: float | None = None,
                  attempt: int | None = None) -> bool:
     """Insert the result (once per task) and mark the task done, in one statement and one
-    commit, then close the experiment if that was its last open task (a second statement on
-    the same connection, after the commit: finish_experiment_if_done says why). Fenced by
-    `attempt`: the write happens only while `result["worker"]` still holds that attempt of
-    the task; otherwise nothing is written and StaleAttempt says why (a late result of a
-    worker that was paused past its lease must neither duplicate nor overwrite the attempt
-    that took over). In a sustained run (`sustain_minutes`, the spec's sustain.minutes) the
-    last task of a pass writes the next pass in the same transaction while time is left
-    (next_pass): no one ever sees the pass finished and the experiment done in between.
+    commit, then close the experiment if that was its last open task (a second statement
+    after the commit: finish_experiment_if_done says why), all in one round trip on this
+    thread's own connection. Fenced by `attempt`: the write happens only while
+    `result["worker"]` still holds that attempt of the task; otherwise nothing is written and
+    StaleAttempt says why (a late result of a worker that was paused past its lease must
+    neither duplicate nor overwrite the attempt that took over). In a sustained run
+    (`sustain_minutes`, the spec's sustain.minutes) the last task of a pass writes the next
+    pass in the same transaction while time is left (next_pass): no one ever sees the pass
+    finished and the experiment done in between.
 
     Returns True when this write finished the experiment.
     """
     result = _with_defaults(result)
-    stmt = _fenced_write(tuple(result), attempt is not None)
+    fenced = attempt is not None
+    write = _fenced_write(tuple(result), fenced)
     params = {f"r_{k}": v for k, v in result.items()} | dict(
-        f_task=result["task_id"], f_worker=result["worker"], f_attempt=attempt, f_now=utcnow())
+        f_task=result["task_id"], f_worker=result["worker"], f_attempt=attempt, f_now=utcnow(),
+        f_experiment=result["experiment_id"])
     if sustain_minutes is None:
-        with _autocommit(db) as conn:
-            done, _ = conn.execute(stmt, params).one()
-            if done:
-                return bool(conn.execute(_close_if_done(result["experiment_id"])).rowcount)
-            stale = None if attempt is None else _stale_reason(conn, result, attempt)
-            if attempt is not None and stale is None:   # this attempt's own earlier write
-                return bool(conn.execute(_close_if_done(result["experiment_id"])).rowcount)
+        # BEGIN ... COMMIT inside one simple-query string: the write commits (synchronously)
+        # before the close statement runs, and the answer is that statement's row.
+        with _own_connection(db) as conn:
+            now = conn.exec_driver_sql(f"BEGIN; {write}; COMMIT; {_close_and_look(fenced)}", params).first()
+        if not fenced:
+            return bool(now and now[3])
+        stale = _stale_message(result["task_id"], result["worker"], attempt, None if now is None else tuple(now[:3]))
         if stale:
             raise StaleAttempt(stale)
-        return False
+        return bool(now[3])
     with session_scope(db) as s:
         exp = s.get(Experiment, result["experiment_id"], with_for_update=True)
-        done, _ = s.execute(stmt, params).one()
+        done, _ = s.connection().exec_driver_sql(write, params).one()
         if not done:
             stale = None if attempt is None else _stale_reason(s, result, attempt)
             if stale:
