@@ -69,7 +69,8 @@ def test_q4_k_m_for_smollm2_is_rejected_at_submit_with_nothing_written(tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "q4_k_m" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    count = sa.create_engine(fresh_db_url).connect().execute(sa.text("SELECT count(*) FROM experiment")).scalar()
+    with sa.create_engine(fresh_db_url, poolclass=sa.pool.NullPool).connect() as conn:
+        count = conn.execute(sa.text("SELECT count(*) FROM experiment")).scalar()
     assert count == 0
 
 
