@@ -51,6 +51,43 @@ def test_interval_and_relative_change():
     assert relative_change(1.0, 0) is None
 
 
+def test_power_samples_come_every_interval_of_a_long_window_and_never_in_short_ones():
+    """CodeCarbon samples power every measure_power_secs of a task; our one long-lived sampler
+    (no longer woken at each window's start, bench P4) must still do the same: none in windows
+    shorter than the interval, one per interval in a longer one, none after a window closed."""
+    import threading
+    import time
+
+    from worker.energy import PowerSampler
+
+    taken, lock = [], threading.Lock()
+
+    def sample() -> None:
+        with lock:
+            taken.append(time.monotonic())
+
+    sampler = PowerSampler(sample, interval_s=0.2)
+    try:
+        for _ in range(5):                       # short windows: no sample
+            sampler.open()
+            time.sleep(0.05)
+            sampler.close()
+        time.sleep(0.3)
+        assert taken == []
+        sampler.open()
+        opened = time.monotonic()
+        time.sleep(1.0)
+        sampler.close()
+        closed = time.monotonic()
+        time.sleep(0.5)
+        with lock:
+            offsets = [t - opened for t in taken]
+        assert 3 <= len(offsets) <= 5, offsets   # at 0.2, 0.4, 0.6, 0.8 (1.0 may race the close)
+        assert offsets[0] >= 0.19 and all(t <= closed - opened for t in offsets), offsets
+    finally:
+        sampler.stop()
+
+
 def test_meter_windows_are_symmetric_and_refuse_misuse():
     from worker.energy import EnergyMeter, WindowError
 
