@@ -134,8 +134,8 @@ class PowerSampler:
     `interval_s` it does nothing, as CodeCarbon's per-window timer thread does; unlike that
     one it is not started and stopped per window, and opening a window does not wake it:
     idle, it looks again every `interval_s`, so it sees a new window before the window's first
-    sample is due (a wake-up at every window's start cost llama.cpp's threads ~1 % of an
-    80-110 ms task, bench P4)."""
+    sample is due (a wake-up at every window's start, beside llama.cpp's threads, was part
+    of the ~1.5 % a window cost a 110 ms task, bench P4)."""
 
     def __init__(self, sample, interval_s: float):
         self._sample, self.interval_s = sample, interval_s
