@@ -20,8 +20,9 @@ demo: $(STAMP)
 
 # Two pytest calls: the suite on 3 xdist workers (--dist loadfile: a file's tests, and its module
 # fixtures, stay on one worker; most tests wait on leases and subprocesses, so 3 workers on 2 cores
-# still gain: 456 s vs 534 s with 2 on 2026-12-01, about a third of a serial run), then the tests marked `alone` (pyproject markers: they need the
-# machine to themselves, e.g. per-task energy within 2 % of fake RAPL counters), serially.
+# still gain: 456-524 s vs 534 s with 2 on 2026-12-01), then the tests marked `alone` (pyproject
+# markers: they need the machine to themselves, e.g. per-task energy within 2 % of fake RAPL
+# counters), serially.
 test: $(STAMP) chromium lint
 	$(PY) -m pytest -q -p no:cacheprovider --durations=25 -n 3 --dist loadfile -m "not alone"
 	$(PY) -m pytest -q -p no:cacheprovider --durations=25 -m alone

@@ -12,7 +12,6 @@ sampling every `measure_power_secs` of a longer window. Its task layer
 (`start_task`/`stop_task`) also builds two emissions records per window, which
 we would discard, and starts a thread: 0.78 ms per window instead of 0.35 ms
 (bench P4). The
-The
 experiment's PUE, grid intensity and idle power are applied afterwards, in one
 accounting step (`shared.accounting.account`), so one worker serves experiments
 with different carbon settings. Every measurement says how it was obtained.
@@ -236,6 +235,8 @@ class EnergyMeter:
         self._open: str | None = None
         self._tracker.start_task("greenctl-warm-up")
         self._tracker.stop_task()
+        # The parts that take CodeCarbon's periodic power sample (CPU load, GPU power), found once.
+        self._samplers = [h.monitor_power for h in self._tracker._hardware if hasattr(h, "monitor_power")]
         self._sampler = PowerSampler(self._sample_power, measure_power_secs)
         self.parts = self._describe()
         self.method = combined_method(self.parts)
@@ -314,10 +315,8 @@ class EnergyMeter:
 
     def _sample_power(self) -> None:
         """CodeCarbon's power sample of each part that takes one (CPU load, GPU power)."""
-        for hardware in self._tracker._hardware:
-            sample = getattr(hardware, "monitor_power", None)
-            if sample is not None:
-                sample()
+        for sample in self._samplers:
+            sample()
 
     def close(self) -> None:
         self._sampler.stop()

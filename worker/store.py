@@ -225,7 +225,14 @@ def _closing(also: str = "") -> str:
             f"AND status IN ({_quoted(_OPEN)})) RETURNING id")
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=32)
+def _write_and_close(columns: tuple[str, ...], fenced: bool) -> str:
+    """The write and the close check in one simple-query string (one round trip): BEGIN ...
+    COMMIT around the write, so it commits (synchronously) before the close statement runs;
+    the answer is that statement's row (_close_and_look)."""
+    return f"BEGIN; {_fenced_write(columns, fenced)}; COMMIT; {_close_and_look(fenced)}"
+
+
 def _close_and_look(fenced: bool) -> str:
     """The statement after the write's commit (driver SQL): close the experiment if the task
     is done by the writing attempt and no task of the experiment is left to run; select the
@@ -285,15 +292,12 @@ def write_result(db: str, result: dict, sustain_minutes: float | None = None,
     """
     result = _with_defaults(result)
     fenced = attempt is not None
-    write = _fenced_write(tuple(result), fenced)
     params = {f"r_{k}": v for k, v in result.items()} | dict(
         f_task=result["task_id"], f_worker=result["worker"], f_attempt=attempt, f_now=utcnow(),
         f_experiment=result["experiment_id"])
     if sustain_minutes is None:
-        # BEGIN ... COMMIT inside one simple-query string: the write commits (synchronously)
-        # before the close statement runs, and the answer is that statement's row.
         with _own_connection(db) as conn:
-            now = conn.exec_driver_sql(f"BEGIN; {write}; COMMIT; {_close_and_look(fenced)}", params).first()
+            now = conn.exec_driver_sql(_write_and_close(tuple(result), fenced), params).first()
         if not fenced:
             return bool(now and now[3])
         stale = _stale_message(result["task_id"], result["worker"], attempt, None if now is None else tuple(now[:3]))
@@ -302,7 +306,7 @@ def write_result(db: str, result: dict, sustain_minutes: float | None = None,
         return bool(now[3])
     with session_scope(db) as s:
         exp = s.get(Experiment, result["experiment_id"], with_for_update=True)
-        done, _ = s.connection().exec_driver_sql(write, params).one()
+        done, _ = s.connection().exec_driver_sql(_fenced_write(tuple(result), fenced), params).one()
         if not done:
             stale = None if attempt is None else _stale_reason(s, result, attempt)
             if stale:
